@@ -122,6 +122,9 @@ class RunBuilder:
         self._steps: dict[str, list[int]] = {}
         self._values: dict[str, list[float]] = {}
         self._walls: dict[str, list[float]] = {}
+        # columns from add_array stay numpy arrays (no per-value Python objects); records from
+        # add() are moved here before each new column, so read order, hence "last wins", holds
+        self._chunks: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.skipped: list[Skipped] = []
 
     def add(self, step: int, name: str, value: float, wall_time: float | None = None) -> None:
@@ -136,12 +139,29 @@ class RunBuilder:
 
     def add_array(self, name: str, steps, values, wall_times=None) -> None:
         """Add a whole column at once (columnar formats)."""
-        steps = list(np.asarray(steps, dtype=np.int64).tolist())
-        values = list(np.asarray(values, dtype=np.float64).tolist())
-        walls = [np.nan] * len(steps) if wall_times is None else list(np.asarray(wall_times, float).tolist())
-        self._steps.setdefault(name, []).extend(steps)
-        self._values.setdefault(name, []).extend(values)
-        self._walls.setdefault(name, []).extend(walls)
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        walls = (np.full(len(steps), np.nan) if wall_times is None
+                 else np.asarray(wall_times, dtype=np.float64).reshape(-1))
+        if not len(steps) == len(values) == len(walls):
+            raise ValueError(f"add_array({name!r}): {len(steps)} steps, {len(values)} values, {len(walls)} wall times")
+        self._move_pending(name)
+        self._chunks.setdefault(name, []).append((steps, values, walls))
+
+    def _move_pending(self, name: str) -> None:
+        steps = self._steps.setdefault(name, [])
+        if steps:
+            self._chunks.setdefault(name, []).append((
+                np.asarray(steps, dtype=np.int64),
+                np.asarray(self._values[name], dtype=np.float64),
+                np.asarray(self._walls[name], dtype=np.float64),
+            ))
+            steps.clear()
+            self._values[name].clear()
+            self._walls[name].clear()
+        else:
+            self._values.setdefault(name, [])
+            self._walls.setdefault(name, [])
 
     def skip(self, line: int | None, reason: str, count: int = 1) -> None:
         """Note unusable records; consecutive skips with the same reason are merged."""
@@ -153,15 +173,18 @@ class RunBuilder:
         self.skipped.append(Skipped(line, count, reason))
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._steps.values())
+        return sum(len(v) for v in self._steps.values()) + sum(
+            len(c[0]) for chunks in self._chunks.values() for c in chunks)
 
     def build(self, name: str, *, source: str, format: str, config: dict | None = None,
               status: Status = "unknown") -> Run:
         series: dict[str, Series] = {}
-        for metric, steps_list in self._steps.items():
-            steps = np.asarray(steps_list, dtype=np.int64)
-            values = np.asarray(self._values[metric], dtype=np.float64)
-            walls = np.asarray(self._walls[metric], dtype=np.float64)
+        for metric in self._steps:
+            self._move_pending(metric)
+            chunks = self._chunks.get(metric)
+            if not chunks:
+                continue
+            steps, values, walls = (np.concatenate([c[i] for c in chunks]) for i in range(3))
             series[metric] = _sorted_unique(steps, values, walls)
         return Run(name=name, metrics=series, source=source, format=format, config=dict(config or {}),
                    status=status, skipped=list(self.skipped))

@@ -129,7 +129,7 @@ def iter_steps(run: Run, names: Sequence[str] | None = None) -> Iterator[tuple[i
     steps, which, values = steps[order].tolist(), which[order].tolist(), values[order].tolist()
     current: dict[str, float] = {}
     prev = None
-    for s, w, v in zip(steps, which, values):
+    for s, w, v in zip(steps, which, values, strict=True):
         if s != prev and prev is not None:
             yield prev, current
             current = {}

@@ -1,0 +1,51 @@
+"""Shared plumbing of the vectorised ``scan`` paths: the step-by-step fallback and event ordering."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from foreshock.detect.base import Detector
+from foreshock.events import Event
+from foreshock.run import Run, Series
+
+__all__ = ["SeriesMap", "as_arrays", "is_fresh", "merge_by_step", "step_by_step"]
+
+SeriesMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def as_arrays(series: SeriesMap, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of one metric as int64 / float64 arrays (empty when absent)."""
+    if name not in series:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    steps, values = series[name]
+    return np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
+
+
+def is_fresh(det: Detector) -> bool:
+    """True when ``det`` has seen nothing yet (its state equals that of a clone)."""
+    return det.state_dict() == det.clone().state_dict()
+
+
+def step_by_step(det: Detector, series: SeriesMap) -> list[Event]:
+    """Feed ``series`` to ``det.update`` in step order, exactly as ``Monitor.replay(fast=False)``."""
+    from foreshock.detect.monitor import iter_steps
+
+    metrics = {n: Series(*as_arrays(series, n)) for n in series}
+    run = Run(name="scan", metrics=metrics, source="scan", format="scan")
+    events: list[Event] = []
+    for step, values in iter_steps(run):
+        events.extend(det.update(step, values))
+    return events
+
+
+def merge_by_step(per_metric: Sequence[list[Event]]) -> list[Event]:
+    """Events of several metrics in the order ``update`` emits them: by step, then metric order.
+
+    ``per_metric`` lists each metric's events in emission order, metrics in the order ``update``
+    visits them within a step.
+    """
+    keyed = [(e.step, i, j) for i, evs in enumerate(per_metric) for j, e in enumerate(evs)]
+    keyed.sort()
+    return [per_metric[i][j] for _, i, j in keyed]
