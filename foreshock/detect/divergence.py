@@ -14,8 +14,9 @@ lowest level so far. The rise ``level - best`` counts when it is, all at once,
   nothing that matters.
 
 When the rise has counted for ``patience`` consecutive points the detector fires, once; the
-episode ends after ``patience`` consecutive points that do not count, and a later divergence fires
-again.
+episode ends after ``patience`` consecutive points that do not count, with an info ``recovery``
+event (the level then, the best, the step the divergence was reported and how long it lasted), and
+a later divergence fires again.
 
 ``metrics`` is an order of preference: the first one the run reports is watched; a later one (by
 default ``val/loss``) only until an earlier one (``train/loss``) shows up. A validation loss that
@@ -148,8 +149,10 @@ class DivergenceDetector(Detector):
         if track["episode"] is None and track["streak"] >= self.patience:
             track["episode"] = {"onset": track["streak_start"], "fired": step}
             return [self._diverged(metric, step, track["streak_start"], level, track)]
-        if track["episode"] is not None and track["calm"] >= self.patience:
+        ep = track["episode"]
+        if ep is not None and track["calm"] >= self.patience:
             track["episode"] = None
+            return [self._recovered(metric, step, level, track["best"], track["best_step"], ep)]
         return []
 
     def _diverged(self, metric: str, step: int, onset: int, level: float, track: Mapping[str, Any]) -> Event:
@@ -167,6 +170,18 @@ class DivergenceDetector(Detector):
             min_rise=self.min_rise,
             progress_lost=rise / progress if progress > 0 else None, min_progress=self.min_progress,
             patience=self.patience, window=self.window)
+
+    def _recovered(self, metric: str, step: int, level: float, best: float, best_step: int,
+                   ep: Mapping[str, int]) -> Event:
+        sign = self._signs[metric]
+        lasted = step - ep["onset"]
+        return self._event(
+            "recovery", "info", step, ep["onset"],
+            f"{metric} has recovered at step {step}, {lasted} steps after the divergence that began at "
+            f"step {ep['onset']}: its level {sign * level:.4g} (best {sign * best:.4g}) has not counted "
+            f"as a rise for {self.patience} points.",
+            metric=metric, level=sign * level, best=sign * best, best_step=best_step,
+            divergence_step=ep["fired"], steps=lasted, patience=self.patience)
 
     # -- vectorised replay --------------------------------------------------------------------------
     def scan(self, series: SeriesMap) -> list[Event]:
@@ -201,12 +216,19 @@ class DivergenceDetector(Detector):
             counts = self._counts(level - best, noise, best, max_at_best - best)
         counts &= defined & ~np.isnan(noise)
 
+        def recovered(ep: dict[str, int], end: int) -> Event:
+            # the episode ends on the patience-th point that does not count, counting from ``end`` (the first)
+            r = end + self.patience - 1
+            return self._recovered(metric, int(steps[r]), float(level[r]), float(best[r]),
+                                   int(steps[at_best[r]]), ep)
+
         events: list[Event] = []
         episode = None
         prev_end = 0
         starts, lengths = true_runs(counts)
         for a, length in zip(starts.tolist(), lengths.tolist(), strict=True):
             if episode is not None and a - prev_end >= self.patience:
+                events.append(recovered(episode, prev_end))
                 episode = None
             if episode is None and length >= self.patience:
                 f = a + self.patience - 1
@@ -216,6 +238,7 @@ class DivergenceDetector(Detector):
                 events.append(self._diverged(metric, int(steps[f]), int(steps[a]), float(level[f]), snapshot))
             prev_end = a + length
         if episode is not None and n - prev_end >= self.patience:
+            events.append(recovered(episode, prev_end))
             episode = None
         streak = running_streak(counts)
         last_best = int(at_best[-1])

@@ -138,7 +138,7 @@ class OverfittingDetector(Detector):
         best = track["best"]
         rise = level - best
         rel = rise / abs(best) if best != 0 else None
-        shown = f"{100 * rel:.0f}% above" if rel is not None else "above"
+        shown = f"{100 * rel:.3g}% above" if rel is not None else "above"
         return self._event(
             "overfitting", "warning", step, track["best_step"],
             f"{self.val} has risen {shown} its best {sv * best:.4g} (step {track['best_step']}) for "

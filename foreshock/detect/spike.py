@@ -169,11 +169,11 @@ class SpikeDetector(Detector):
         lost = excess / progress if progress > 0 else None
         score = _score(excess, scale)
         verb = "spiked to" if sign > 0 else "dropped to"
-        shown = f"{ratio:.2f}x" if ratio is not None else f"{excess:.3g} above"
+        shown = f"{ratio:.3g}x" if ratio is not None else f"{excess:.3g} above"
         return self._event(
             "spike", "warning", step, step,
             f"{metric} {verb} {x:.4g} at step {step}: {shown} its recent median {median:.4g}, "
-            f"{score:.1f} robust SDs outside its band.",
+            f"{score:.3g} robust SDs outside its band.",
             metric=metric, value=x, median=median, mad=scale / MAD_SCALE, scale=scale, score=score,
             threshold=self.threshold,
             ratio=ratio, min_ratio=self.min_ratio, progress_lost=lost, min_progress=self.min_progress,
