@@ -36,7 +36,7 @@ import numpy as np
 from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, step_by_step
 from foreshock.detect._watch import first_steps, watched
 from foreshock.detect.base import Detector
-from foreshock.detect.spike import _sign
+from foreshock.detect.metadata import sign
 from foreshock.events import Event
 from foreshock.series import (
     band_state,
@@ -44,21 +44,12 @@ from foreshock.series import (
     lower_median,
     new_band_state,
     robust_band,
+    running_best,
     running_streak,
     true_runs,
 )
 
 __all__ = ["DivergenceDetector"]
-
-
-def _noise_at_best(scale: np.ndarray, at_best: np.ndarray) -> np.ndarray:
-    """The scale at each point's best, or the first scale after it when the best came earlier."""
-    defined = np.flatnonzero(~np.isnan(scale))
-    out = np.full(len(scale), np.nan)
-    if len(defined):
-        first = int(defined[0])  # the scale, once defined, stays defined
-        out[first:] = scale[np.maximum(at_best[first:], first)]
-    return out
 
 
 class DivergenceDetector(Detector):
@@ -100,7 +91,7 @@ class DivergenceDetector(Detector):
         self.min_rise = min_rise
         self.min_progress = min_progress
         self.patience = patience
-        self._signs = {m: _sign(m) for m in self.metrics}
+        self._signs = {m: sign(m) for m in self.metrics}
         self._add_state("_seen", {})
         self._add_state("_tracks", {})
 
@@ -203,15 +194,9 @@ class DivergenceDetector(Detector):
         band = robust_band(y, self.window, self.min_periods)
         level = band.level
         defined = ~np.isnan(level)
-        max_level = np.fmax(np.fmax.accumulate(level), y[0])
-        best = np.fmin.accumulate(level)
-        prev_best = np.concatenate(([np.nan], best[:-1]))
-        with np.errstate(invalid="ignore"):
-            new_best = defined & ~(level >= prev_best)
-        at_best = np.maximum.accumulate(np.where(new_best, np.arange(n), -1))
-        j = np.maximum(at_best, 0)
-        max_at_best = np.where(at_best >= 0, max_level[j], np.nan)
-        noise = _noise_at_best(band.scale, at_best)
+        rb = running_best(level, band.scale, y[0])
+        best, max_level, at_best = rb.best, rb.max_level, rb.at_best
+        max_at_best, noise = rb.max_at_best, rb.noise
         with np.errstate(invalid="ignore"):
             counts = self._counts(level - best, noise, best, max_at_best - best)
         counts &= defined & ~np.isnan(noise)

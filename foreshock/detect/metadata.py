@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["Direction", "bad_direction", "is_loss"]
+__all__ = ["Direction", "bad_direction", "is_loss", "sign"]
 
 Direction = Literal["up", "down", "both"]
 
@@ -46,3 +46,15 @@ def bad_direction(name: str) -> Direction:
     if any(k in leaf for k in _DOWN):
         return "down"
     return "both"
+
+
+def sign(name: str) -> float:
+    """+1 when a rise is bad, -1 when a fall is; detectors multiply by it and look for rises.
+
+    A metric with no bad direction (``opt/lr``) cannot be watched for spikes: ValueError.
+    """
+    direction = bad_direction(name)
+    if direction == "both":
+        raise ValueError(f"{name!r} has no bad direction (a loss, a norm or an accuracy has one); "
+                         "detectors that look for bad moves cannot watch it")
+    return 1.0 if direction == "up" else -1.0

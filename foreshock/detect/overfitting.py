@@ -23,8 +23,7 @@ import numpy as np
 
 from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, step_by_step
 from foreshock.detect.base import Detector
-from foreshock.detect.divergence import _noise_at_best
-from foreshock.detect.spike import _sign
+from foreshock.detect.metadata import sign
 from foreshock.events import Event
 from foreshock.series import (
     band_state,
@@ -34,6 +33,7 @@ from foreshock.series import (
     new_band_state,
     push,
     robust_band,
+    running_best,
     running_streak,
     trailing_median,
     true_runs,
@@ -86,7 +86,7 @@ class OverfittingDetector(Detector):
         self.min_progress = min_progress
         self.patience = patience
         self.metrics = (train, val)
-        self._signs = (_sign(train), _sign(val))
+        self._signs = (sign(train), sign(val))
         self._add_state("_train", [])
         self._add_state("_val", {"band": new_band_state(), "best": None, "best_step": None, "max_level": None,
                                  "max_at_best": None, "scale_at_best": None, "train_at_best": None,
@@ -173,15 +173,10 @@ class OverfittingDetector(Detector):
         seen = np.searchsorted(t_steps, steps, side="right") - 1
         train_now = np.where(seen >= 0, t_level[np.maximum(seen, 0)] if len(t_y) else np.nan, np.nan)
         defined = ~np.isnan(level)
-        max_level = np.fmax(np.fmax.accumulate(level), y[0])
-        best = np.fmin.accumulate(level)
-        prev_best = np.concatenate(([np.nan], best[:-1]))
-        with np.errstate(invalid="ignore"):
-            new_best = defined & ~(level >= prev_best)
-        at_best = np.maximum.accumulate(np.where(new_best, np.arange(n), -1))
+        rb = running_best(level, band.scale, y[0])
+        best, new_best, max_level, at_best = rb.best, rb.new_best, rb.max_level, rb.at_best
+        max_at_best, noise = rb.max_at_best, rb.noise
         j = np.maximum(at_best, 0)
-        max_at_best = np.where(at_best >= 0, max_level[j], np.nan)
-        noise = _noise_at_best(band.scale, at_best)
         train_at_best = np.where(at_best >= 0, train_now[j], np.nan)
         with np.errstate(invalid="ignore"):
             counts = self._counts(level - best, noise, best, max_at_best - best, train_now, train_at_best)

@@ -26,7 +26,7 @@ import numpy as np
 from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, step_by_step
 from foreshock.detect._watch import first_steps, watched
 from foreshock.detect.base import Detector
-from foreshock.detect.spike import _sign
+from foreshock.detect.metadata import sign
 from foreshock.events import Event
 from foreshock.series import (
     band_state,
@@ -89,7 +89,7 @@ class PlateauDetector(Detector):
         self.fraction = fraction
         self.resume = resume
         self.patience = patience
-        self._signs = {m: _sign(m) for m in self.metrics}
+        self._signs = {m: sign(m) for m in self.metrics}
         self._add_state("_seen", {})
         self._add_state("_tracks", {})
 

@@ -38,19 +38,11 @@ import numpy as np
 
 from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, merge_by_step, step_by_step
 from foreshock.detect.base import Detector
-from foreshock.detect.metadata import bad_direction
+from foreshock.detect.metadata import sign
 from foreshock.events import Event
 from foreshock.series import MAD_SCALE, band_state, band_step, first_true, new_band_state, robust_band
 
 __all__ = ["SpikeDetector"]
-
-
-def _sign(metric: str) -> float:
-    direction = bad_direction(metric)
-    if direction == "both":
-        raise ValueError(f"SpikeDetector needs a metric with a bad direction (a loss, a norm, an accuracy); "
-                         f"{metric!r} has none")
-    return 1.0 if direction == "up" else -1.0
 
 
 def _score(excess: float, scale: float) -> float:
@@ -103,7 +95,7 @@ class SpikeDetector(Detector):
         self.threshold = threshold
         self.min_ratio = min_ratio
         self.min_progress = min_progress
-        self._signs = {m: _sign(m) for m in self.metrics}
+        self._signs = {m: sign(m) for m in self.metrics}
         self._add_state("_tracks", {})
 
     @property
