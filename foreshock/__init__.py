@@ -6,6 +6,8 @@
     >>> for event in result.events: print(event)   # doctest: +SKIP
 """
 
+import importlib
+
 from foreshock.analysis import Analysis, analyze, read
 from foreshock.detect.base import Detector
 from foreshock.detect.monitor import Monitor, replay
@@ -30,4 +32,19 @@ __all__ = [
     "analyze",
     "read",
     "replay",
+    "watch",
 ]
+
+_LAZY = {"watch": "foreshock.torch"}  # names whose module imports torch: loaded on first use
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'foreshock' has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        raise ImportError(f"foreshock.{name} needs PyTorch: pip install 'foreshock[torch]'") from e

@@ -1,0 +1,285 @@
+"""``foreshock.watch``: record a PyTorch training run as it trains and run the detectors on it live.
+
+Two lines in a training loop::
+
+    mon = foreshock.watch(model, optimizer, run="gpt-small", store="runs.db")
+    for step, batch in enumerate(loader):
+        loss = model(batch).loss
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        mon.step(step, loss=loss)        # after optimizer.step(): tensors welcome, never read here
+    mon.close()                          # or use ``with foreshock.watch(...) as mon:``
+
+Every step's scalars stay on the device in a :class:`~foreshock.torch.buffer.StepBuffer`; the
+host gets them ``flush_every`` steps at a time, asynchronously, and only then stores them and
+feeds them, in step order, to the same :class:`~foreshock.detect.monitor.Monitor` that
+``foreshock analyze`` replays logs through.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import operator
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from rich.console import Console
+
+from foreshock.detect.base import Detector
+from foreshock.detect.monitor import Monitor
+from foreshock.events import Event
+from foreshock.logs.names import canonical_name
+from foreshock.store import open_store
+from foreshock.store.base import RunStore
+from foreshock.torch.buffer import Batch, StepBuffer, check_scalar
+from foreshock.torch.capture import GradStats
+from foreshock.torch.console import EventPrinter
+
+__all__ = ["Watch", "watch"]
+
+
+class Watch:
+    """A live monitor of one training run. Made by :func:`watch`; see there for the parameters.
+
+    Attributes
+    ----------
+    events : list of Event
+        Every event fired so far, in the order the detectors emitted them.
+    monitor : Monitor
+        The detectors, fed the flushed steps in step order.
+    run_id : int or None
+        The run's id in the store (None with ``store=None``).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 run: str | None = None, store: str | os.PathLike | RunStore | None = "foreshock.db",
+                 every: int = 1, flush_every: int = 50, on_event: Callable[[Event], Any] | None = None,
+                 detectors: Sequence[Detector] | None = None, console: bool | Console = True,
+                 update_ratio: bool = True):
+        if every < 1 or flush_every < 1:
+            raise ValueError(f"every and flush_every must be >= 1, got {every=}, {flush_every=}")
+        self.every = every
+        self.flush_every = flush_every
+        self.on_event = on_event
+        self.optimizer = optimizer
+        self.stats = GradStats(model, update_ratio=update_ratio and optimizer is not None)
+        self.monitor = Monitor(detectors)
+        self.events: list[Event] = []
+        self.run_name = run or f"{type(model).__name__}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+        self._printer = EventPrinter(console if isinstance(console, Console) else None) if console else None
+        self._buffer = StepBuffer(self.stats.device, rows=flush_every)
+        self._calls = 0  # step() calls so far: decides which optimizer steps are measured
+        self._last_step: int | None = None
+        self._lrs: list[Any] | None = None  # learning rates the last optimizer step used
+        self._closed = False
+        self._owns_store = isinstance(store, (str, os.PathLike))
+        self._store: RunStore | None = open_store(store) if self._owns_store else store  # type: ignore[arg-type]
+        self.run_id: int | None = None
+        if self._store is not None:
+            try:
+                self.run_id = self._store.create_run(self.run_name,
+                                                     config=_config(model, optimizer, every, flush_every))
+            except BaseException:
+                if self._owns_store:
+                    self._store.close()
+                raise
+        self._hooks = []
+        if optimizer is not None:
+            # gradients are measured inside optimizer.step(), where they exist for sure (after it,
+            # zero_grad() may drop them before step() is called), and the update around it
+            self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step),
+                           optimizer.register_step_post_hook(self._after_optimizer_step)]
+
+    # -- the loop's side ---------------------------------------------------------------------------
+    def step(self, step: int, loss: Any = None, **metrics: Any) -> list[Event]:
+        """Record one training step; returns the events that fired during this call.
+
+        Call it after ``optimizer.step()``. ``loss`` becomes ``train/loss``; other metrics are
+        named as logs name them (``val_loss`` -> ``val/loss``; ``**{"val/acc": acc}`` works too).
+        Values are numbers or one-element tensors; a device tensor is copied into the buffer on
+        the device and never read here. Events come from steps flushed earlier (see :func:`watch`).
+        """
+        if self._closed:
+            raise RuntimeError(f"run {self.run_name!r} is closed: step() after close()")
+        step = operator.index(step)
+        if self._last_step is not None and step < self._last_step:
+            raise ValueError(f"steps must not go backwards: got {step} after {self._last_step}")
+        named = {} if loss is None else {"train/loss": loss}
+        named.update((canonical_name(name), value) for name, value in metrics.items())
+        for name, value in named.items():
+            check_scalar(name, value)  # before anything is recorded: a bad call leaves no trace
+        self._last_step = step
+        buffer = self._buffer
+        buffer.start_row(step, time.time())
+        self._record_optimizer()
+        for name, value in named.items():
+            buffer.put(name, value)
+        self._calls += 1
+        fired = self._process(buffer.send()) if buffer.full else []
+        # on a GPU the copy just sent is usually still running: it is read at a later step
+        fired += self._process(buffer.poll())
+        return fired
+
+    def close(self, status: Literal["finished", "crashed"] = "finished") -> None:
+        """Flush every step still buffered, run the detectors on it, mark the run; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for batch in self._buffer.drain():  # the only place that waits for the device: the run is over
+                self._process(batch)
+        except BaseException:
+            status = "crashed"
+            raise
+        finally:
+            for hook in self._hooks:
+                hook.remove()
+            if self._store is not None and self.run_id is not None:
+                try:
+                    self._store.set_status(self.run_id, status)
+                finally:
+                    if self._owns_store:
+                        self._store.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close("crashed" if exc_type is not None else "finished")
+
+    def __repr__(self) -> str:
+        return f"Watch(run={self.run_name!r}, steps_seen={self._calls}, events={len(self.events)})"
+
+    # -- optimizer hooks -----------------------------------------------------------------------------
+    def _due(self) -> bool:
+        return self._calls % self.every == 0  # the step() call this optimizer step belongs to
+
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # plain Python floats in the usual case; a tensor learning rate is passed on as it is
+        self._lrs = [group["lr"] for group in optimizer.param_groups]
+        if self._due():
+            self.stats.before_step()
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._due():
+            self.stats.after_step()
+
+    def _record_optimizer(self) -> None:
+        lrs = self._lrs
+        self._lrs = None
+        if lrs is None and self.optimizer is not None:
+            # no optimizer step since the last call (e.g. a step skipped by a gradient scaler)
+            lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if lrs:
+            self._buffer.put("opt/lr", lrs[0])
+            # comparing tensors would read them on the host: with a tensor among them, keep them all
+            if len(lrs) > 1 and (any(isinstance(lr, torch.Tensor) for lr in lrs) or len(set(lrs)) > 1):
+                for i, lr in enumerate(lrs):
+                    self._buffer.put(f"opt/group{i}/lr", lr)
+        if self.optimizer is None and self._due():
+            self.stats.before_step(update=False)  # no hook: the gradients are still there, or not at all
+        taken = self.stats.take()
+        if taken is not None:
+            self._buffer.put_block(self.stats.names, *taken)
+
+    # -- the host's side: a flushed batch -----------------------------------------------------------
+    def _process(self, batch: Batch | None) -> list[Event]:
+        if batch is None:
+            return []
+        points = []
+        fired: list[Event] = []
+        latest = self._last_step if self._last_step is not None else 0
+        for step, wall, values in batch.rows():
+            points.extend((step, name, value, wall) for name, value in values.items())
+            for event in self.monitor.update(step, values):
+                # how many training steps passed between the step this is about and the moment
+                # the host saw it: the price of never waiting for the device
+                event.evidence["flush_latency_steps"] = latest - step
+                event.evidence["flush_every"] = self.flush_every
+                fired.append(event)
+        if self._store is not None and self.run_id is not None:
+            with self._store.atomic():  # one transaction per flush
+                self._store.append_points(self.run_id, points)
+                if fired:
+                    self._store.add_events(self.run_id, fired)
+                self._store.save_state(self.run_id, self.monitor.state_dict())
+        self.events.extend(fired)
+        if self._printer is not None:
+            self._printer(fired)
+        if self.on_event is not None:
+            for event in fired:
+                self.on_event(event)
+        return fired
+
+
+def _config(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, every: int,
+            flush_every: int) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "model": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),  # sizes only: no values read
+        "watch": {"every": every, "flush_every": flush_every},
+    }
+    if optimizer is not None:
+        config["optimizer"] = type(optimizer).__name__
+        config["optimizer_defaults"] = {k: v for k, v in optimizer.defaults.items()
+                                        if isinstance(v, (bool, int, float, str)) or v is None
+                                        or (isinstance(v, tuple) and all(isinstance(x, (int, float)) for x in v))}
+    return config
+
+
+def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, run: str | None = None,
+          store: str | os.PathLike | RunStore | None = "foreshock.db", every: int = 1, flush_every: int = 50,
+          on_event: Callable[[Event], Any] | None = None, detectors: Sequence[Detector] | None = None,
+          console: bool | Console = True, update_ratio: bool = True) -> Watch:
+    """Watch a PyTorch training run: record its metrics and run the detectors on them, live.
+
+    Captured without further code: ``train/loss`` (from ``loss=``), ``opt/lr`` (parameter group 0,
+    and ``opt/group<i>/lr`` for every group when they differ), ``opt/grad_norm`` (global L2 norm of
+    the gradients), ``opt/update_ratio`` (``||W_before - W_after|| / ||W_before||``), and both per
+    layer as ``layer/<name>/grad_norm`` and ``layer/<name>/update_ratio`` (a layer is a block of an
+    indexed container, else the module owning the parameters; see :mod:`foreshock.torch.capture`).
+
+    No per-step synchronisation: every per-step value is reduced on the device and written into
+    a device buffer; every ``flush_every`` steps the buffer is copied to pinned host memory
+    asynchronously and read when the copy is done. **Latency:** an event about step ``s`` is
+    seen up to ``2 * flush_every - 1`` steps after ``s`` (up to ``flush_every - 1`` on a CPU,
+    where the copy is immediate). Each event's evidence says how late it was,
+    ``flush_latency_steps``, beside ``flush_every``. Lower ``flush_every`` for quicker warnings.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its trainable parameters, all on one device.
+    optimizer : torch.optim.Optimizer, optional
+        Gives the learning rates, and hooks its ``step()`` to measure gradients before and the
+        update after. Without it, gradients are measured in :meth:`Watch.step` if they still exist.
+    run : str, optional
+        The run's name in the store (default: the model's class and the UTC time).
+    store : path, RunStore or None
+        Where points, events and detector state go, one transaction per flush. ``None``: nothing on
+        disk, the events are still printed, passed to ``on_event`` and kept in ``.events``.
+    every : int
+        Measure gradients and updates at every ``every``-th :meth:`Watch.step` call; loss, learning
+        rate and the metrics passed in are recorded at every call.
+    flush_every : int
+        Steps per device-to-host copy (and per store transaction).
+    on_event : callable, optional
+        Called with each event as it fires.
+    detectors : sequence of Detector, optional
+        Defaults to :func:`foreshock.detect.default_detectors`, as ``foreshock analyze`` uses.
+    console : bool or rich.console.Console
+        Print each event as it fires (to standard error, or to the console given); info events
+        that fire together are cut to the first three and a count. False is silent.
+    update_ratio : bool
+        Measure update ratios; costs one copy of the trainable parameters in device memory.
+
+    Returns
+    -------
+    Watch
+        Call ``.step(step, loss=..., **metrics)`` once per training step, then ``.close()``; or use
+        it as a context manager, which marks the run ``finished``, or ``crashed`` on an exception.
+    """
+    return Watch(model, optimizer, run=run, store=store, every=every, flush_every=flush_every, on_event=on_event,
+                 detectors=detectors, console=console, update_ratio=update_ratio)
