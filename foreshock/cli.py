@@ -90,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DB", type=Path, required=True, help="the SQLite run store to list")
     p.add_argument("--json", action="store_true", help="print one JSON object per run per line")
     p.set_defaults(handler=_runs)
+
+    p = sub.add_parser("forecast", help="predict where the loss will land under a learning-rate schedule",
+                       description="Fit a loss-curve law to the observed part of a run and print the predicted "
+                                   "loss at a later step with a 90%% interval.")
+    p.add_argument("path", metavar="PATH", type=Path, help="a training log or run store")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--schedule", metavar="SPEC",
+                     help="the LR schedule, e.g. cosine:peak=6e-4,final=6e-5,warmup=700,total=20000 (also "
+                          "constant, linear, wsd, step, two-stage)")
+    how.add_argument("--lr-from-log", action="store_true",
+                     help="take the schedule from the log's opt/lr (or opt/lr_mult) series")
+    p.add_argument("--fit-until", metavar="STEP", type=int, help="fit on data up to this step (default: all)")
+    p.add_argument("--metric", metavar="NAME", help="metric to forecast (default: val/loss if logged, else train/loss)")
+    p.add_argument("--at", metavar="STEP", type=int, help="step to forecast (default: the schedule's last step)")
+    p.add_argument("--law", choices=("auto", "power", "annealing", "multi-power"), default="auto",
+                   help="loss-curve law (default: multi-power with a schedule, power without)")
+    p.add_argument("--reference", metavar="RUN", nargs="+", type=Path, default=[],
+                   help="complete runs of the same model family under other schedules, with their LR logged: "
+                        "the law's schedule response is fitted on them, only level and scale on PATH")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_forecast)
     return parser
 
 
@@ -197,6 +218,29 @@ def _runs(args: argparse.Namespace) -> int:
         table.add_row(str(r.id), steps, str(r.n_points), events, r.created_at[:16].replace("T", " "), name,
                       Text(f"{r.format}: ", style="dim") + Text(r.source))
     Console(highlight=False).print(table)
+    return EXIT_OK
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from foreshock.forecast import forecast
+
+    try:
+        run = foreshock.read(args.path)
+        refs = [foreshock.read(r) for r in args.reference]
+        schedule = "log" if args.lr_from_log else args.schedule
+        f = forecast(run, schedule=schedule, metric=args.metric, fit_until=args.fit_until, at=args.at, law=args.law,
+                     reference=refs)
+    except KeyError as e:  # a metric the run does not have; its message lists those it has
+        return _error(_located(args.path, LookupError(e.args[0])))
+    except (ForeshockError, ValueError, OSError) as e:
+        return _error(_located(args.path, e))
+    if args.json:
+        print(_json_line(f.to_dict()))
+    else:
+        print(f"{f.run}: {f.metric} at step {f.target_step}: {f.value:.4g}  "
+              f"({f.level:.0%} interval {f.lo:.4g} to {f.hi:.4g})")
+        print(f"  law {f.law}, fitted on steps up to {f.at_step}; schedule {f.schedule or 'none'}")
+        print("  params: " + ", ".join(f"{k}={v:.4g} ({f.sources.get(k, 'fit')})" for k, v in f.params.items()))
     return EXIT_OK
 
 

@@ -97,7 +97,7 @@ def test_every_command_and_option_has_help(capsys):
     code, out, _ = run_main(capsys, "--help")
     assert code == 0
     commands = _subparsers(parser)
-    assert set(commands) == {"analyze", "check", "runs"}
+    assert set(commands) == {"analyze", "check", "forecast", "runs"}
     for name, sub in commands.items():
         assert name in out
         code, sub_out, _ = run_main(capsys, name, "--help")
