@@ -17,10 +17,13 @@ feeds them, in step order, to the same :class:`~foreshock.detect.monitor.Monitor
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import operator
 import os
+import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -85,6 +88,10 @@ class Watch:
                 if self._owns_store:
                     self._store.close()
                 raise
+        # a script that ends without close() must not lose the steps still in the buffer; a weak
+        # reference, so that a forgotten Watch (and the model its hooks hold) can still be freed
+        self._at_exit = _closer(weakref.ref(self))
+        atexit.register(self._at_exit)
         self._hooks = []
         if optimizer is not None:
             # gradients are measured inside optimizer.step(), where they exist for sure (after it,
@@ -127,6 +134,7 @@ class Watch:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._at_exit)
         try:
             for batch in self._buffer.drain():  # the only place that waits for the device: the run is over
                 self._process(batch)
@@ -142,6 +150,10 @@ class Watch:
                 finally:
                     if self._owns_store:
                         self._store.close()
+
+    def _close_at_exit(self) -> None:
+        # the interpreter sets sys.last_value when an uncaught exception ended the script
+        self.close("crashed" if getattr(sys, "last_value", None) is not None else "finished")
 
     def __enter__(self) -> Watch:
         return self
@@ -227,6 +239,14 @@ def _config(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, eve
                                         if isinstance(v, (bool, int, float, str)) or v is None
                                         or (isinstance(v, tuple) and all(isinstance(x, (int, float)) for x in v))}
     return config
+
+
+def _closer(ref: weakref.ref) -> Callable[[], None]:
+    def close_if_alive() -> None:
+        mon = ref()
+        if mon is not None:
+            mon._close_at_exit()
+    return close_if_alive
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, run: str | None = None,

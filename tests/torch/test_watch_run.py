@@ -163,3 +163,36 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, bad):
     with pytest.raises(ValueError, match=f"{next(iter(bad))}=0"):
         foreshock.watch(mlp(), store=tmp_path / "runs.db", **bad)
     assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize("ending, status", [("pass", "finished"), ("raise SystemError('boom')", "crashed")])
+def test_a_script_that_never_calls_close_keeps_its_buffered_steps(tmp_path, ending, status):
+    db = tmp_path / "runs.db"
+    script = (
+        "import torch, foreshock\n"
+        "torch.manual_seed(0)\n"
+        "model = torch.nn.Linear(3, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        f"mon = foreshock.watch(model, opt, run='forgot', store={str(db)!r}, flush_every=50, console=False)\n"
+        "for step in range(7):\n"
+        "    loss = model(torch.ones(4, 3)).pow(2).mean()\n"
+        "    loss.backward(); opt.step(); opt.zero_grad()\n"
+        "    mon.step(step, loss=loss)\n"
+        f"{ending}\n"
+    )
+    subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    run = foreshock.read(db, run="forgot")
+    assert run["train/loss"].steps.tolist() == list(range(7))  # fewer than flush_every: all were buffered
+    assert run.status == status
+
+
+def test_a_closed_or_forgotten_watch_is_not_kept_alive_by_the_exit_hook():
+    import gc
+    import weakref
+
+    model = mlp()
+    mon = foreshock.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), store=None, console=False)
+    ref = weakref.ref(mon)
+    del mon
+    gc.collect()
+    assert ref() is None
