@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -39,6 +39,7 @@ from foreshock.store.base import RunStore
 from foreshock.torch.buffer import Batch, StepBuffer, check_scalar
 from foreshock.torch.capture import GradStats
 from foreshock.torch.console import EventPrinter
+from foreshock.torch.precursors import Precursors
 
 __all__ = ["Watch", "watch"]
 
@@ -60,7 +61,7 @@ class Watch:
                  run: str | None = None, store: str | os.PathLike | RunStore | None = "foreshock.db",
                  every: int = 1, flush_every: int = 50, on_event: Callable[[Event], Any] | None = None,
                  detectors: Sequence[Detector] | None = None, console: bool | Console = True,
-                 update_ratio: bool = True):
+                 update_ratio: bool = True, precursors: Literal["auto"] | Mapping[str, Any] | None = "auto"):
         if every < 1 or flush_every < 1:
             raise ValueError(f"every and flush_every must be >= 1, got {every=}, {flush_every=}")
         self.every = every
@@ -69,6 +70,9 @@ class Watch:
         self.optimizer = optimizer
         self.stats = GradStats(model, update_ratio=update_ratio and optimizer is not None)
         self.monitor = Monitor(detectors)
+        # precursors: forward hooks that measure on the steps _due() picks (see _sync_precursors);
+        # made before the store, so that a module named wrong leaves no run behind
+        self.precursors = _make_precursors(model, precursors)
         self.events: list[Event] = []
         self.run_name = run or f"{type(model).__name__}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
         self._printer = EventPrinter(console if isinstance(console, Console) else None) if console else None
@@ -85,6 +89,8 @@ class Watch:
                 self.run_id = self._store.create_run(self.run_name,
                                                      config=_config(model, optimizer, every, flush_every))
             except BaseException:
+                if self.precursors is not None:
+                    self.precursors.remove()
                 if self._owns_store:
                     self._store.close()
                 raise
@@ -124,6 +130,7 @@ class Watch:
         for name, value in named.items():
             buffer.put(name, value)
         self._calls += 1
+        self._sync_precursors()  # the forward passes before the next step() call belong to it
         fired = self._process(buffer.send()) if buffer.full else []
         # on a GPU the copy just sent is usually still running: it is read at a later step
         fired += self._process(buffer.poll())
@@ -144,6 +151,8 @@ class Watch:
         finally:
             for hook in self._hooks:
                 hook.remove()
+            if self.precursors is not None:
+                self.precursors.remove()
             if self._store is not None and self.run_id is not None:
                 try:
                     self._store.set_status(self.run_id, status)
@@ -195,6 +204,14 @@ class Watch:
         taken = self.stats.take()
         if taken is not None:
             self._buffer.put_block(self.stats.names, *taken)
+        # what the forward hooks measured since the last call (on this step's forward passes)
+        taken = self.precursors.take() if self.precursors is not None else None
+        if taken is not None:
+            self._buffer.put_block(self.precursors.names, *taken)
+
+    def _sync_precursors(self) -> None:
+        if self.precursors is not None:
+            self.precursors.active = self._due()
 
     # -- the host's side: a flushed batch -----------------------------------------------------------
     def _process(self, batch: Batch | None) -> list[Event]:
@@ -241,6 +258,19 @@ def _config(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, eve
     return config
 
 
+def _make_precursors(model: torch.nn.Module, spec: Literal["auto"] | Mapping[str, Any] | None) -> Precursors | None:
+    if spec is None:
+        return None
+    if spec == "auto":
+        spec = {}
+    elif not isinstance(spec, Mapping) or set(spec) - {"output", "attention"}:
+        raise ValueError(f'precursors must be "auto", None or a mapping with keys "output" and/or "attention", '
+                         f"got {spec!r}")
+    found = Precursors(model, output=spec.get("output"), attention=spec.get("attention"))
+    found.active = True  # the first step() call is measured: its forward passes come before it
+    return found
+
+
 def _closer(ref: weakref.ref) -> Callable[[], None]:
     def close_if_alive() -> None:
         mon = ref()
@@ -252,7 +282,8 @@ def _closer(ref: weakref.ref) -> Callable[[], None]:
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, run: str | None = None,
           store: str | os.PathLike | RunStore | None = "foreshock.db", every: int = 1, flush_every: int = 50,
           on_event: Callable[[Event], Any] | None = None, detectors: Sequence[Detector] | None = None,
-          console: bool | Console = True, update_ratio: bool = True) -> Watch:
+          console: bool | Console = True, update_ratio: bool = True,
+          precursors: Literal["auto"] | Mapping[str, Any] | None = "auto") -> Watch:
     """Watch a PyTorch training run: record its metrics and run the detectors on them, live.
 
     Captured without further code: ``train/loss`` (from ``loss=``), ``opt/lr`` (parameter group 0,
@@ -294,6 +325,13 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
         that fire together are cut to the first three and a count. False is silent.
     update_ratio : bool
         Measure update ratios; costs one copy of the trainable parameters in device memory.
+    precursors : "auto", mapping or None
+        Model-internal precursors of a spike, measured by forward hooks on the training forward
+        passes of the steps ``every`` picks (see :mod:`foreshock.torch.precursors`):
+        ``out/logit_max`` and ``out/lse_mean`` from the final projection, and
+        ``attn/<layer>/logit_max`` per attention layer (on a sample of query positions of the
+        first sequence: a lower bound). ``"auto"`` finds the modules; ``{"output": "head",
+        "attention": ["blocks.0.attn", ...]}`` names them (a key left out is found); None: none.
 
     Returns
     -------
@@ -302,4 +340,4 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
         it as a context manager, which marks the run ``finished``, or ``crashed`` on an exception.
     """
     return Watch(model, optimizer, run=run, store=store, every=every, flush_every=flush_every, on_event=on_event,
-                 detectors=detectors, console=console, update_ratio=update_ratio)
+                 detectors=detectors, console=console, update_ratio=update_ratio, precursors=precursors)
