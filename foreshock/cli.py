@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,7 @@ from rich.text import Text
 import foreshock
 from foreshock.analysis import Analysis
 from foreshock.errors import ForeshockError
-from foreshock.events import SEVERITIES, severity_rank
+from foreshock.events import SEVERITIES, jsonable, severity_rank
 from foreshock.report import print_analysis, write_html
 from foreshock.report.terminal import SEVERITY_STYLE
 from foreshock.store import is_store, open_store
@@ -285,19 +284,7 @@ def _error(message: str) -> int:
 
 def _json_line(obj: dict[str, Any]) -> str:
     """Strict JSON (no NaN/Infinity literals: non-finite floats become "nan", "inf", "-inf")."""
-    return json.dumps(_strict(obj), allow_nan=False, separators=(",", ":"))
-
-
-def _strict(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalar
-        return _strict(x.item())
-    return x
+    return json.dumps(jsonable(obj), allow_nan=False, separators=(",", ":"))
 
 
 if __name__ == "__main__":

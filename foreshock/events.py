@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Event", "Severity", "SEVERITIES", "severity_rank"]
+__all__ = ["Event", "Severity", "SEVERITIES", "jsonable", "nonfinite_token", "severity_rank"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
@@ -43,7 +43,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["evidence"] = _jsonable(d["evidence"])
+        d["evidence"] = jsonable(d["evidence"])
         return d
 
     @classmethod
@@ -52,14 +52,19 @@ class Event:
                    onset_step=int(d["onset_step"]), message=d["message"], evidence=dict(d.get("evidence") or {}))
 
 
-def _jsonable(x: Any) -> Any:
-    """Evidence as strict JSON: non-finite floats become the strings 'nan', 'inf', '-inf'."""
+def nonfinite_token(x: float) -> str:
+    """How foreshock writes a non-finite float where JSON has no spelling: 'nan', 'inf' or '-inf'."""
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as strict JSON: numpy scalars become Python ones, non-finite floats their token."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalar
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+        return nonfinite_token(x)
     return x

@@ -19,7 +19,7 @@ import numpy as np
 from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, merge_by_step, step_by_step
 from foreshock.detect.base import Detector
 from foreshock.detect.metadata import is_loss
-from foreshock.events import Event
+from foreshock.events import Event, nonfinite_token
 from foreshock.series import running_streak, true_runs
 
 __all__ = ["NonFiniteDetector"]
@@ -28,10 +28,6 @@ __all__ = ["NonFiniteDetector"]
 def _spelled(x: float) -> str:
     # evidence keeps the value as text: NaN is not equal to itself, and JSON has no spelling for it
     return "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
-
-
-def _token(x: float) -> str:
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")  # as Event.to_dict writes them
 
 
 def _new_track() -> dict[str, Any]:
@@ -108,7 +104,7 @@ class NonFiniteDetector(Detector):
         else:
             severity, tail = "info", ": routine for a skipped step, a concern if it persists"
         return self._event("nan", severity, step, step, f"{metric} is {what} at step {step}{before}{tail}.",
-                           metric=metric, value=_token(x), last_finite=last,
+                           metric=metric, value=nonfinite_token(x), last_finite=last,
                            last_finite_step=track["last_finite_step"],
                            reset_after=self.reset_after)
 
@@ -117,7 +113,7 @@ class NonFiniteDetector(Detector):
         return self._event("nan", "warning", step, onset,
                            f"{metric} has been non-finite for {track['bad']} points in a row since "
                            f"step {onset}.",
-                           metric=metric, value=_token(x), points=track["bad"], persist=self.persist,
+                           metric=metric, value=nonfinite_token(x), points=track["bad"], persist=self.persist,
                            last_finite=track["last_finite"], last_finite_step=track["last_finite_step"])
 
     # -- vectorised replay --------------------------------------------------------------------------

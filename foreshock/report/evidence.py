@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
-from foreshock.events import Event, severity_rank
+from foreshock.events import Event, nonfinite_token, severity_rank
 
 __all__ = ["format_evidence", "format_value", "group_events"]
 
@@ -31,7 +31,7 @@ def format_value(value: Any, digits: int = 4) -> str:
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+            return nonfinite_token(value)
         if value == int(value) and abs(value) < 10**digits:
             return str(int(value))
         return f"{value:.{digits}g}"
