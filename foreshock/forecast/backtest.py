@@ -42,7 +42,7 @@ def extrapolation_error(fit: Fit, steps: np.ndarray, y: np.ndarray, lr_fit: np.n
         if m < MIN_POINTS or cut <= 0 or cut >= last:
             continue
         d_sub = design(steps[:m], None if lr_fit is None else lr_fit[: cut + 1])
-        sub = fit_law(fit.law, d_sub, y[:m], fixed=fixed)
+        sub = fit_law(fit.law, d_sub, y[:m], fixed=fixed, prior=fit.prior)
         miss = float(sub.predict(d_last)[0]) - reference
         scaled.append(miss * np.log(target / last) / np.log(last / cut))
     return float(np.sqrt(np.mean(np.square(scaled)))) if scaled else 0.0

@@ -4,13 +4,24 @@ Fitting: ``scipy.optimize.least_squares`` with a Huber loss (a stray spike must 
 curve), box bounds from :meth:`Law.bounds`, and a few starts; the lowest cost wins. The Huber
 scale is the curve's own noise, estimated from its first differences, so it needs no tuning.
 
+Priors: ``prior={param: (mu, sd)}`` on ``log(param)`` (see :mod:`foreshock.forecast.prior`) adds one
+residual per parameter, ``scale * (log(param) - mu) / sd``: with Gaussian noise of the curve's own
+scale this is the maximum a posteriori fit, so a parameter the data pins down follows the data and
+one it cannot see stays near the prior.
+
 Intervals: a residual bootstrap that refits (Davison & Hinkley 1997, Algorithm 6.4, "prediction
 error" form). Each replicate adds resampled residuals to the fitted curve, refits, and compares its
 prediction at the target with the replicate's own truth there (fitted value plus a fresh residual),
 so the interval holds both the parameter uncertainty of the extrapolation and the noise of the
-point that will be logged. Residuals are resampled in moving blocks because a loss curve's noise is
-correlated over neighbouring steps (data order, smoothing in the log); iid resampling would make
-the interval too narrow on real curves. Why this and not the delta method: the laws are strongly
+point that will be logged. With a prior, each replicate is a world whose prior-held parameters are
+drawn around the fit with the prior's spread: its curve, not the fitted one, makes the replicate's data
+and its truth at the target, and the fit (with the same prior) is judged on it. Where the data pins a
+parameter down, the refit recovers the drawn value and the interval stays narrow; where it cannot see
+it, the refit stays at the prior and the interval holds the prior's whole spread, with its skew. (The Huber
+loss applies to the prior's residuals too: beyond about one sd the prior pulls linearly, a heavy-tailed
+prior that data far from it can overrule.) Residuals are resampled in moving blocks because a loss
+curve's noise is correlated over neighbouring steps (data order, smoothing in the log); iid
+resampling would make the interval too narrow on real curves. Why this and not the delta method: the laws are strongly
 nonlinear in their exponents, far out of the fitted range a linearisation is poor, and the
 bootstrap needs no Jacobian of the prediction.
 """
@@ -36,6 +47,7 @@ class Fit:
     free: np.ndarray  # bool mask over law.params: fitted here (True) or held fixed (False)
     residuals: np.ndarray
     scale: float  # Huber scale: the curve's noise level
+    prior: dict[str, tuple[float, float]] | None = None  # param -> (mu, sd) of log(param)
 
     @property
     def params(self) -> dict[str, float]:
@@ -55,18 +67,29 @@ def noise_scale(y: np.ndarray) -> float:
 
 
 def fit_law(law: Law, d: Design, y: np.ndarray, *, fixed: dict[str, float] | None = None,
-            starts: list[np.ndarray] | None = None, max_nfev: int | None = None) -> Fit:
+            prior: dict[str, tuple[float, float]] | None = None, starts: list[np.ndarray] | None = None,
+            max_nfev: int | None = None) -> Fit:
     """Fit ``law`` to ``y`` at the steps of ``d`` (a :func:`~foreshock.forecast.laws.design`),
-    with the parameters in ``fixed`` held at their values."""
+    with the parameters in ``fixed`` held at their values and those in ``prior`` pulled towards it."""
     y = np.asarray(y, dtype=np.float64)
     fixed = dict(fixed or {})
-    unknown = set(fixed) - set(law.params)
+    prior = {p: v for p, v in (prior or {}).items() if p not in fixed}
+    unknown = (set(fixed) | set(prior)) - set(law.params)
     if unknown:
         raise ValueError(f"law {law.name!r} has no parameter(s) {sorted(unknown)}; it has {law.params}")
     free = np.array([p not in fixed for p in law.params])
     lo, hi = law.bounds(y)
     scale = noise_scale(y)
-    candidates = starts if starts is not None else law.starts(d, y)
+    candidates = list(starts) if starts is not None else law.starts(d, y)
+    if prior and starts is None:  # also start where the prior says, the others filled from the first start
+        at_prior = np.array(candidates[0], dtype=np.float64)
+        for i, p in enumerate(law.params):
+            if p in prior:
+                at_prior[i] = np.exp(prior[p][0])
+        candidates.append(at_prior)
+    prior_idx = np.array([law.params.index(p) for p in prior], dtype=np.int64)
+    prior_mu = np.array([prior[p][0] for p in prior])
+    prior_sd = np.array([prior[p][1] for p in prior])
 
     def full(x: np.ndarray) -> np.ndarray:
         theta = np.array([fixed.get(p, 0.0) for p in law.params])
@@ -74,8 +97,13 @@ def fit_law(law: Law, d: Design, y: np.ndarray, *, fixed: dict[str, float] | Non
         return theta
 
     def resid(x: np.ndarray) -> np.ndarray:
-        r = law(full(x), d) - y
-        return np.where(np.isfinite(r), r, 1e6)  # an overflow is a bad point, not a crash
+        theta = full(x)
+        r = law(theta, d) - y
+        r = np.where(np.isfinite(r), r, 1e6)  # an overflow is a bad point, not a crash
+        if len(prior_idx):
+            pen = scale * (np.log(np.maximum(theta[prior_idx], 1e-300)) - prior_mu) / prior_sd
+            r = np.concatenate([r, pen])
+        return r
 
     best = None
     for start in candidates:
@@ -87,7 +115,7 @@ def fit_law(law: Law, d: Design, y: np.ndarray, *, fixed: dict[str, float] | Non
             best = res
     assert best is not None
     theta = full(best.x)
-    return Fit(law=law, theta=theta, free=free, residuals=y - law(theta, d), scale=scale)
+    return Fit(law=law, theta=theta, free=free, residuals=y - law(theta, d), scale=scale, prior=prior or None)
 
 
 def prediction_interval(fit: Fit, d_fit: Design, d_target: Design, *, level: float = 0.9, n_boot: int = 100,
@@ -104,12 +132,24 @@ def prediction_interval(fit: Fit, d_fit: Design, d_target: Design, *, level: flo
     block = max(1, int(round(n ** (1.0 / 3.0))))
     fixed = {p: float(v) for p, v, f in zip(fit.law.params, fit.theta, fit.free, strict=True) if not f}
     deltas = np.empty(n_boot)
+    prior_idx = [fit.law.params.index(p) for p in (fit.prior or {})]
+    prior_sd = np.array([sd for _, sd in (fit.prior or {}).values()])
     for b in range(n_boot):
-        y_star = fitted + _block_resample(r, block, rng)
-        refit = fit_law(fit.law, d_fit, y_star, fixed=fixed, starts=[fit.theta],
+        theta_b = fit.theta
+        if prior_idx:  # a world whose response is drawn from the prior's spread (see the module docstring)
+            theta_b = fit.theta.copy()
+            theta_b[prior_idx] = np.exp(np.log(np.maximum(theta_b[prior_idx], 1e-300))
+                                        + prior_sd * rng.standard_normal(len(prior_idx)))
+        y_star = fit.law(theta_b, d_fit) if theta_b is not fit.theta else fitted
+        y_star = y_star + _block_resample(r, block, rng)
+        if not np.all(np.isfinite(y_star)):  # a drawn world whose curve overflows: no replicate
+            deltas[b] = np.nan
+            continue
+        refit = fit_law(fit.law, d_fit, y_star, fixed=fixed, prior=fit.prior, starts=[fit.theta],
                         max_nfev=30 * (1 + int(fit.free.sum())))
         pred = float(refit.predict(d_target)[0])
-        deltas[b] = pred - (value + r[rng.integers(n)])
+        truth = float(fit.law(theta_b, d_target)[0])
+        deltas[b] = pred - (truth + r[rng.integers(n)])
     a = (1.0 - level) / 2.0
     ok = deltas[np.isfinite(deltas)]
     if len(ok) < max(10, n_boot // 2):

@@ -11,8 +11,9 @@ import numpy as np
 
 from foreshock.errors import NotEnoughData
 from foreshock.forecast.backtest import extrapolation_error
-from foreshock.forecast.fit import Fit, fit_law, prediction_interval
+from foreshock.forecast.fit import fit_law, prediction_interval
 from foreshock.forecast.laws import LAWS, Law, design
+from foreshock.forecast.prior import Prior, default_prior, denormalise, normalise
 from foreshock.forecast.schedules import Schedule, ScheduleError, parse_schedule, schedule_from_run
 from foreshock.run import Run
 
@@ -61,8 +62,8 @@ def default_metric(run: Run) -> str:
 
 def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | None = None,
              fit_until: int | None = None, at: int | None = None, law: str = "auto", level: float = 0.9,
-             reference: Sequence[Run | tuple[Run, Schedule]] = (), n_boot: int = 100, seed: int = 0,
-             max_points: int = 400, widen: bool = True) -> Forecast:
+             reference: Sequence[Run | tuple[Run, Schedule]] = (), prior: Prior | str | None = "default",
+             fit_from: int | None = None, n_boot: int = 100, seed: int = 0, max_points: int = 400, widen: bool = True) -> Forecast:
     """Fit ``law`` to ``metric`` up to ``fit_until`` and predict it at ``at`` with an interval.
 
     Parameters
@@ -71,13 +72,25 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
         The run's LR schedule: a :class:`Schedule`, a spec (``"cosine:peak=...,total=..."``), or
         ``"log"`` for the LR the run logged. None: no schedule (only the power law applies).
     law : str
-        ``"power"``, ``"annealing"``, ``"multi-power"``, or ``"auto"`` (multi-power with a
-        schedule, power without).
+        ``"power"``, ``"annealing"``, ``"multi-power"``, or ``"auto"`` (the annealing law with a
+        schedule, the power law without: on the public curves of ``bench/forecast.py`` the
+        annealing law is the more accurate of the two schedule-aware laws, and 10x faster).
     reference : runs
         Complete runs of the same model family under other schedules (a Run with its LR logged, or
-        ``(run, schedule)``). The law is fitted on them; only the level ``L0`` and scale ``A`` are
-        then fitted on this run's prefix (a prefix at constant LR shows nothing of how the loss
-        answers a decay). With several, each shared parameter is their median.
+        ``(run, schedule)``). The law is fitted on them; their schedule-response parameters and
+        exponent become this run's prior (centre: their median; spread: how much these parameters
+        differ between schedules of one model on public curves), and the level ``L0`` and scale
+        ``A`` are fitted on this run's prefix (a prefix at constant LR shows nothing of how the
+        loss answers a decay).
+    prior : Prior, "default" or None
+        Without reference runs: the prior on the law's schedule-response parameters and exponent
+        (:mod:`foreshock.forecast.prior`). ``"default"`` is the one shipped, fitted on public curves
+        of several model sizes; None fits the prefix alone (a response it has not seen then keeps
+        the fit's starting value, and ``sources`` says so).
+    fit_from : int or None
+        The first step fitted. The laws describe the loss after its initial transient (the first
+        few hundred steps of a language model fall from ln(vocab) faster than any of them), so by
+        default the first tenth of the observed steps is left out (steps below ``fit_until / 10``).
     widen : bool
         Widen the bootstrap interval by the law's extrapolation error measured on the prefix
         (:mod:`foreshock.forecast.backtest`); without it the interval holds only the noise.
@@ -85,14 +98,14 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
     metric = metric or default_metric(run)
     sched = _schedule(run, schedule)
     if law == "auto":
-        law = "multi-power" if sched is not None else "power"
+        law = "annealing" if sched is not None else "power"
     if law not in LAWS:
         raise ValueError(f"unknown law {law!r}; expected one of {', '.join(LAWS)} or 'auto'")
     the_law = LAWS[law]
     if the_law.needs_schedule and sched is None:
         raise ScheduleError(f"law {law!r} needs the LR schedule: give a schedule spec, or 'log' for the LR "
                             f"the run logged (or use law='power')")
-    steps, y = _prefix(run, metric, fit_until, max_points)
+    steps, y = _prefix(run, metric, fit_until, max_points, fit_from)
     last = int(steps[-1])
     target = int(at) if at is not None else (sched.total if sched is not None else None)  # type: ignore[assignment]
     if target is None:
@@ -102,18 +115,30 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
     lr_all = sched.table(max(target, last)) if sched is not None else None
     lr_fit = lr_all[: last + 1] if lr_all is not None else None
 
-    fixed: dict[str, float] = {}
     sources = {p: f"fit on steps {int(steps[0])}-{last}" for p in the_law.params}
-    if reference and the_law.response:
-        fixed, names = _reference_params(the_law, reference, metric, max_points)
-        for p in fixed:
-            sources[p] = f"reference: {names}"
+    peak = float(np.max(lr_all)) if lr_all is not None else 1.0
     d_fit, d_target = design(steps, lr_fit), design(np.array([target]), lr_all)
-    if the_law.response and not fixed and (d_fit.dk is None or not np.any(d_fit.dk > 0)):
+    sees_decay = d_fit.dk is not None and bool(np.any(d_fit.dk > 0))
+    the_prior: dict[str, tuple[float, float]] = {}
+    if reference and the_law.response:
+        the_prior, names = _reference_prior(the_law, reference, metric, max_points, peak)
+        for p, (mu, sd) in the_prior.items():
+            sources[p] = f"reference: {names} (prior median {np.exp(mu):.4g}, log-sd {sd:.2f})"
+    elif the_law.response and prior is not None:
+        if isinstance(prior, str) and prior != "default":
+            raise ValueError(f"prior={prior!r}: expected a Prior, 'default' or None")
+        chosen = default_prior(law) if isinstance(prior, str) else prior
+        if chosen is not None:
+            # only the schedule response: the prefix itself shows the exponent well enough (bench/forecast.py)
+            the_prior = {p: v for p, v in chosen.in_units_of(peak).items() if p in the_law.response}
+            for p, (mu, sd) in the_prior.items():
+                how = f"fit on steps {int(steps[0])}-{last} with the" if sees_decay else "the"
+                sources[p] = f"{how} default prior (median {np.exp(mu):.4g}, log-sd {sd:.2f}; {chosen.source})"
+    if the_law.response and not the_prior and not sees_decay:
         # the data cannot say how the loss answers a decay it has not seen: the fit keeps its start
         for p in the_law.response:
             sources[p] = "not identified (no LR decay up to the fitted step; its starting value; give reference runs)"
-    fit = fit_law(the_law, d_fit, y, fixed=fixed)
+    fit = fit_law(the_law, d_fit, y, prior=the_prior)
     value, lo, hi = prediction_interval(fit, d_fit, d_target, level=level, n_boot=n_boot, seed=seed)
     if widen:  # the law's own misfit, carried to the target: see foreshock.forecast.backtest
         z = NormalDist().inv_cdf(0.5 + level / 2.0)
@@ -133,10 +158,15 @@ def _schedule(run: Run, schedule: Schedule | str | None) -> Schedule | None:
     return parse_schedule(schedule)
 
 
-def _prefix(run: Run, metric: str, fit_until: int | None, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+def _prefix(run: Run, metric: str, fit_until: int | None, max_points: int,
+            fit_from: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
     """The finite points of ``metric`` at steps 1..fit_until, thinned evenly to ``max_points``."""
     steps, values = run.series(metric)
     keep = np.isfinite(values) & (steps >= 1)
+    if fit_from is None:  # the transient: the first tenth of the observed steps
+        seen = steps[keep & (steps <= fit_until)] if fit_until is not None else steps[keep]
+        fit_from = int(seen[-1]) // 10 if len(seen) else 1
+    keep &= steps >= fit_from
     if fit_until is not None:
         keep &= steps <= fit_until
     steps, values = steps[keep], values[keep]
@@ -150,16 +180,24 @@ def _prefix(run: Run, metric: str, fit_until: int | None, max_points: int) -> tu
     return steps, values
 
 
-def _reference_params(law: Law, reference: Sequence[Run | tuple[Run, Schedule]], metric: str,
-                      max_points: int) -> tuple[dict[str, float], str]:
-    """Fit ``law`` on each complete reference run; the shared parameters are their medians."""
-    fits: list[Fit] = []
+def _reference_prior(law: Law, reference: Sequence[Run | tuple[Run, Schedule]], metric: str,
+                     max_points: int, peak: float) -> tuple[dict[str, tuple[float, float]], str]:
+    """Fit ``law`` on each complete reference run; the prior is centred on their median (in LR-scale-free
+    units, so a reference that logged an LR multiplier serves a run that logged the LR) with the
+    between-schedule spread of the shipped prior."""
+    shipped = default_prior(law.name)
+    transfer = dict(shipped.transfer_sd) if shipped is not None else {}
+    normalised: list[dict[str, float]] = []
     names = []
     for item in reference:
         ref, sched = item if isinstance(item, tuple) else (item, schedule_from_run(item))
         ref_metric = metric if metric in ref else default_metric(ref)
         steps, y = _prefix(ref, ref_metric, None, max_points)
-        fits.append(fit_law(law, design(steps, sched.table(int(steps[-1]))), y))
+        lr = sched.table(int(steps[-1]))
+        fit = fit_law(law, design(steps, lr), y)
+        normalised.append(normalise(law.name, fit.params, float(np.max(lr))))
         names.append(ref.name)
     shared = [p for p in law.params if p not in LEVEL_PARAMS]
-    return {p: float(np.median([f.params[p] for f in fits])) for p in shared}, ", ".join(names)
+    centre = denormalise(law.name, {p: float(np.median([n[p] for n in normalised])) for p in shared}, peak)
+    return ({p: (float(np.log(max(v, 1e-300))), transfer.get(p, 0.1)) for p, v in centre.items()},
+            ", ".join(names))

@@ -145,7 +145,7 @@ class Law:
 
     def bounds(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Box bounds; the floor ``L0`` lies between 0 and the lowest loss seen."""
-        top = float(np.min(y))
+        top = max(float(np.min(y)), 1e-12)  # a loss at or below 0 (a drawn world, a log-loss) keeps a box
         lo = {"L_inf": 0.0, "L0": 0.0, "A": 1e-8, "alpha": 0.01, "C": 0.0, "B": 0.0, "beta": 0.01, "gamma": 0.0}
         hi = {"L_inf": top, "L0": top, "A": 1e10, "alpha": 3.0, "C": 1e6, "B": 1e7, "beta": 5.0, "gamma": 1.5}
         if self.name == "multi-power":

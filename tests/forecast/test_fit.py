@@ -79,7 +79,7 @@ def test_forecast_from_logged_lr_defaults_to_its_last_step():
     theta = (2.0, 0.5, 0.5, 0.05)
     y = LAWS["annealing"](np.array(theta), design(steps, sched.table(1000)))
     run = _run(steps, y, sched(steps))
-    f = forecast(run, schedule="log", law="annealing", fit_until=600, n_boot=20)
+    f = forecast(run, schedule="log", law="annealing", fit_until=600, prior=None, n_boot=20)
     assert f.target_step == 1000 and f.at_step == 600 and f.metric == "train/loss"
     assert f.value == pytest.approx(y[-1], rel=5e-3)
     assert set(f.to_dict()) >= {"law", "metric", "fit_until", "at", "value", "lo", "hi", "params"}
