@@ -62,6 +62,38 @@ def messy_run(seed: int, n: int = 1200) -> Run:
                "train/acc": (steps, acc), "opt/lr": (steps, np.full(n, 3e-4))}
     if rng.random() < 0.2:  # a log with only val/loss
         metrics = {"val/loss": (steps[vi], val), "opt/lr": (steps, np.full(n, 3e-4))}
+    extra = np.random.default_rng(5000 + seed)  # its own stream: the series above stay as they were
+    if extra.random() < 0.6:  # memorisation (train accuracy saturates), validation rising late or promptly
+        t = steps.astype(np.float64)
+        sat = np.clip(1 / (1 + np.exp(-(t - t[n // 20]) / 10)) + 0.004 * extra.standard_normal(n), 0, 1)
+        rise = t[int(extra.integers(n // 10, n - 100))]
+        vacc = 0.02 + 0.97 / (1 + np.exp(-(t[vi] - rise) / (5 * every))) + 0.01 * extra.standard_normal(len(vi))
+        metrics["train/acc"] = (steps, sat)  # memorised: train accuracy saturates
+        metrics["val/acc"] = (steps[vi], np.clip(vacc, 0, 1))
+    if extra.random() < 0.6:  # sharpness rising to 2 / lr, oscillating at the edge, sometimes falling back
+        lam = (2 / 3e-4) * np.minimum(1.0, np.linspace(0.3, 1.4, n)) * (1 + 0.05 * (-1.0) ** np.arange(n))
+        if extra.random() < 0.5:
+            lam[int(extra.integers(n // 2, n - 20)):] *= 0.4
+        lam[extra.random(n) < 0.01] = np.nan
+        metrics["probe/hessian/lambda_max"] = (steps, lam)
+    inner = np.random.default_rng(9000 + seed)  # model internals, on their own stream as well
+    if inner.random() < 0.7:  # attention and output logits: flat, or growing from a seed-chosen step
+        t = np.arange(n, dtype=np.float64)
+        logit = 6.0 * np.exp(0.05 * inner.standard_normal(n))
+        lse = 5.5 + 0.05 * inner.standard_normal(n)
+        if inner.random() < 0.6:
+            g = int(inner.integers(150, n - 100))
+            logit[g:] *= np.exp((t[g:] - g) / inner.uniform(20, 200))
+            lse[g:] += (t[g:] - g) / inner.uniform(5, 50)
+        if inner.random() < 0.3:  # a burst
+            b = int(inner.integers(20, n - 20))
+            logit[b:b + 5] *= 30.0
+        metrics["attn/blocks.0/logit_max"] = (steps, logit)
+        metrics["out/logit_max"] = (steps, 2 * logit)
+        metrics["out/lse_mean"] = (steps, lse)
+        ratio = 1e-3 * np.exp(0.2 * inner.standard_normal(n))
+        ratio[inner.random(n) < 0.01] *= 20.0  # update excursions
+        metrics["opt/update_ratio"] = (steps, ratio)
     return run_of(metrics, name=f"messy-{seed}")
 
 

@@ -16,12 +16,21 @@ import pytest
 from detect_curves import DATA, descent, messy_run, run_of, shared_runs
 
 from foreshock.detect import (
+    ChangePointDetector,
     DivergenceDetector,
+    EarlyWarningDetector,
+    EdgeOfStabilityDetector,
+    GradSpikeDetector,
+    GrokkingDetector,
+    LogitGrowthDetector,
     Monitor,
     NonFiniteDetector,
+    OutputDriftDetector,
     OverfittingDetector,
+    PhaseDetector,
     PlateauDetector,
     SpikeDetector,
+    UpdateRatioDetector,
     default_detectors,
     iter_steps,
 )
@@ -36,6 +45,23 @@ DETECTORS = [
     PlateauDetector(window=11, span=20, min_periods=5, patience=3, min_progress=0.0),
     OverfittingDetector(window=3, train_window=21, min_periods=3, patience=2, min_rise=0.02),
     NonFiniteDetector(reset_after=5, persist=3),
+    PhaseDetector(),
+    PhaseDetector(bins_per_decade=8, window=3, patience=1, anneal_margin=0.0),
+    GrokkingDetector(window=1, min_delay=1.0, lag_level=0.9),
+    EdgeOfStabilityDetector(window=1, threshold=0.5, release=0.2),
+    EarlyWarningDetector(metrics=("opt/grad_norm", "train/loss", "train/acc"), window=30, bandwidth=8.0, stride=3,
+                         history=8, threshold=0.6, min_ratio=1.5, severity="warning"),
+    ChangePointDetector(),
+    ChangePointDetector(metrics=("opt/grad_norm", "val/loss"), hazard=0.01, threshold=0.5, delay=5, min_length=2,
+                        max_hypotheses=20, min_shift=1.0, block=3),
+    GradSpikeDetector(patterns=("opt/grad_norm", "train/loss"), beta=0.9, theta=4.0, min_periods=5),
+    UpdateRatioDetector(patterns=("train/loss", "opt/*_norm"), window=21, min_periods=5, factor=1.5),
+    LogitGrowthDetector(patterns=("train/loss", "opt/grad_norm"), skip=100, baseline_points=30, window=11,
+                        min_ratio=1.3, min_growth=1.1, patience=3),
+    OutputDriftDetector(patterns=("*/loss",), skip=5, baseline_points=10, window=5, min_ratio=1.2,
+                        min_growth=1.02, patience=2),
+    LogitGrowthDetector(patterns=("train/loss", "val/loss"), skip=50, baseline_points=20, window=7, min_ratio=2.0,
+                        min_growth=1.05, patience=4, burst=1.6),
 ]
 IDS = [repr(d) for d in DETECTORS]
 SEEDS = range(24)

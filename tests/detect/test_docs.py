@@ -6,7 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["foreshock.detect.spike", "foreshock.detect.nonfinite", "foreshock.detect.metadata",
-           "foreshock.series.rolling", "foreshock.series.runs"]
+           "foreshock.series.rolling", "foreshock.series.runs", "foreshock.series.ews", "foreshock.series.bocpd",
+           "foreshock.detect.early_warning", "foreshock.detect.changepoint", "foreshock.detect.grad_spike",
+           "foreshock.detect.logit_growth", "foreshock.detect.health", "foreshock.series.moment"]
 
 
 @pytest.mark.parametrize("name", MODULES)
