@@ -1,4 +1,10 @@
-"""``analyze``: read a run (or take one), replay it through the detectors, return what fired."""
+"""``analyze``: read a run (or take one), replay it through the detectors, return what fired.
+
+Besides the events, an analysis holds the run's phase timeline (warm-up, fast and slow descent,
+plateau, annealing: :mod:`foreshock.detect.phases`) and, where :mod:`foreshock.detect.health` is
+installed, the run's health over time, both derived from events so they show what a live run
+would have shown, and when.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,16 @@ from typing import Any
 
 from foreshock.detect.base import Detector
 from foreshock.detect.monitor import Monitor
+from foreshock.detect.phases import EdgeOfStabilityDetector, GrokkingDetector, PhaseDetector, phase_timeline
 from foreshock.events import Event, severity_rank
 from foreshock.run import Run
 
-__all__ = ["Analysis", "analyze", "read"]
+try:  # the run-health module is optional here: the analysis carries its timeline when it is installed
+    from foreshock.detect.health import health_timeline
+except ImportError:  # pragma: no cover - depends on the installed version
+    health_timeline = None
+
+__all__ = ["Analysis", "PhaseSegment", "analyze", "read"]
 
 PathLike = str | os.PathLike
 
@@ -42,12 +54,45 @@ def read(path: PathLike, *, run: str | int | None = None, format: str | None = N
     return read_log(path, format=format)
 
 
+@dataclass(frozen=True)
+class PhaseSegment:
+    """One stretch of the phase timeline: ``phase`` from ``start_step`` to ``end_step``."""
+
+    start_step: int
+    end_step: int
+    phase: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_step": self.start_step, "end_step": self.end_step, "phase": self.phase}
+
+
 @dataclass
 class Analysis:
-    """The result of :func:`analyze`: the run and the events its replay produced."""
+    """The result of :func:`analyze`: the run, the events its replay produced and its phase events.
+
+    ``phase_events`` are the ``phase`` events of a :class:`~foreshock.detect.phases.PhaseDetector`
+    run beside the detectors: they describe the run rather than find something in it, so they stay
+    out of ``events`` (and of the verdict). ``phase`` events among ``events`` count as well.
+    """
 
     run: Run
     events: list[Event] = field(default_factory=list)
+    phase_events: list[Event] = field(default_factory=list)
+
+    @property
+    def phases(self) -> list[PhaseSegment]:
+        """The phase timeline, from the first phase to the run's last step."""
+        span = self.run.steps
+        evs = [*self.phase_events, *(e for e in self.events if e.kind == "phase")]
+        return [PhaseSegment(a, b, p) for a, b, p in phase_timeline(evs, span[1] if span else None)]
+
+    @property
+    def health(self) -> list[Any]:
+        """The run's health changes (``foreshock.detect.health``), empty when that module is absent."""
+        if health_timeline is None:
+            return []
+        span = self.run.steps
+        return list(health_timeline(self.events, last_step=span[1] if span else None))
 
     def worst(self) -> str | None:
         """Highest severity among the events, or None when nothing fired."""
@@ -65,23 +110,38 @@ class Analysis:
             "steps": list(steps) if steps is not None else None,
             "metrics": self.run.names,
             "events": [e.to_dict() for e in self.events],
+            "phases": [p.to_dict() for p in self.phases],
+            "health": [h.to_dict() for h in self.health],
             "skipped_records": self.run.skipped_records,
             "skipped": [{"line": s.line, "count": s.count, "reason": s.reason} for s in self.run.skipped],
         }
 
 
-def analyze(run: Run | PathLike, *, detectors: Sequence[Detector] | None = None, fast: bool = True) -> Analysis:
-    """Replay a run (or the log at a path) through the detectors.
+def analyze(run: Run | PathLike, *, detectors: Sequence[Detector] | None = None, fast: bool = True,
+            phases: bool = True) -> Analysis:
+    """Replay a run (or the log at a path) through the detectors, and find its phases.
 
     Parameters
     ----------
     run : Run or path
         A run from :func:`read`, or a path that :func:`read` accepts.
     detectors : sequence of Detector, optional
-        Defaults to :func:`foreshock.detect.default_detectors`.
+        Defaults to :func:`foreshock.detect.default_detectors`, with the grokking and the
+        edge-of-stability detectors.
+    phases : bool
+        Also replay a :class:`~foreshock.detect.phases.PhaseDetector` (unless ``detectors`` has one)
+        for the phase timeline.
     """
     if not isinstance(run, Run):
         run = read(run)
-    monitor = Monitor(detectors)
-    events = monitor.replay(run, fast=fast)
-    return Analysis(run=run, events=events)
+    if detectors is None:
+        from foreshock.detect import default_detectors
+
+        detectors = default_detectors()
+        names = {d.name for d in detectors}
+        detectors += [d for d in (GrokkingDetector(), EdgeOfStabilityDetector()) if d.name not in names]
+    events = Monitor(detectors).replay(run, fast=fast)
+    phase_events: list[Event] = []
+    if phases and not any(isinstance(d, PhaseDetector) for d in detectors):
+        phase_events = Monitor([PhaseDetector()]).replay(run, fast=fast)
+    return Analysis(run=run, events=events, phase_events=phase_events)

@@ -6,7 +6,9 @@ family). Long series are drawn as a min/max band with the mean as the line (:mod
 spike is thinned away. Non-finite points are marked along the top of their panel. Each event is
 a marker on its metric at the step it fired, whose hover text gives the message and the evidence,
 and a band from its onset to that step coloured by severity; warnings and critical events also
-get a dotted line at that step across all panels.
+get a dotted line at that step across all panels. The run's phases shade the loss panel in light
+colours (one legend entry per phase), and each change of the run's health is a dashed line on it
+with a marker whose hover text says what moved it.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from foreshock.analysis import Analysis
+from foreshock.analysis import Analysis, PhaseSegment
 from foreshock.events import Event
 from foreshock.report.evidence import format_evidence
 from foreshock.report.thin import envelope, log_display_range, nonfinite_runs
 from foreshock.run import Run
 
-__all__ = ["SEVERITY_COLOR", "panels", "run_figure"]
+__all__ = ["HEALTH_COLOR", "PHASE_COLOR", "SEVERITY_COLOR", "health_why", "panels", "run_figure"]
 
 SEVERITY_COLOR = {"info": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}
 NONFINITE_COLOR = {"nan": "#7c3aed", "inf": "#be185d", "-inf": "#0f766e"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 BAND_OPACITY = {"info": 0.05, "warning": 0.12, "critical": 0.15}  # long info bands (plateaus) stay faint
+# light fills behind the loss curves: the phase is context, the curve stays the figure
+PHASE_COLOR = {"warmup": "#fde68a", "fast_descent": "#bbf7d0", "slow_descent": "#bfdbfe", "plateau": "#e5e7eb",
+               "rising": "#fecaca", "annealing": "#e9d5ff"}
+PHASE_OPACITY = 0.45
+HEALTH_COLOR = {"healthy": "#15803d", "watch": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}
 MAX_PANELS = 12
 PANEL_HEIGHT = 230
 
@@ -90,7 +97,11 @@ def run_figure(analysis: Analysis) -> tuple[go.Figure, list[str]]:
             lo, hi = panel.clip
             # a log axis range is in decades; a little room below the lowest value
             fig.update_yaxes(range=[math.log10(lo) - 0.05 * math.log10(hi / lo), math.log10(hi)], row=row, col=1)
-    _add_events(fig, run, analysis.events, row_of, tops)
+    loss_row = next((r for r, p in enumerate(layouts, start=1) if p.title.startswith("loss")), 1)
+    shapes = _phase_shapes(fig, analysis.phases, loss_row)
+    shapes += _add_events(fig, run, analysis.events, row_of, tops)
+    shapes += _add_health(fig, analysis, loss_row, tops[loss_row])
+    fig.update_layout(shapes=shapes)  # set once: adding shapes one by one revalidates the layout each time
     fig.update_xaxes(title_text="step", row=len(groups), col=1)
     # the legend sits on the right (plotly's default), where it cannot cover a panel's title
     fig.update_layout(height=PANEL_HEIGHT * len(groups) + 80, margin=dict(l=60, r=20, t=40, b=40),
@@ -157,13 +168,61 @@ def _add_series(fig: go.Figure, run: Run, name: str, row: int, color: str, top: 
                                  legendgroup=name, hovertext=texts, hoverinfo="text"), row=row, col=1)
 
 
+def _refs(row: int) -> tuple[str, str]:
+    return ("x", "y domain") if row == 1 else (f"x{row}", f"y{row} domain")
+
+
+def _phase_shapes(fig: go.Figure, segments: Sequence[PhaseSegment], row: int) -> list[dict]:
+    """Light rectangles behind the loss panel, one per phase segment, and a legend entry per phase."""
+    xref, yref = _refs(row)
+    shapes = [dict(type="rect", x0=seg.start_step, x1=seg.end_step, y0=0, y1=1, xref=xref, yref=yref,
+                   fillcolor=PHASE_COLOR.get(seg.phase, "#f3f4f6"), opacity=PHASE_OPACITY, line_width=0,
+                   layer="below", name=f"phase: {seg.phase}") for seg in segments]
+    for phase in dict.fromkeys(seg.phase for seg in segments):
+        # shapes have no legend: an invisible point with a square marker of the same colour stands in
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"phase: {phase.replace('_', ' ')}",
+                                 legendgroup="phases", marker=dict(symbol="square", size=12,
+                                                                   color=PHASE_COLOR.get(phase, "#f3f4f6")),
+                                 hoverinfo="skip"), row=row, col=1)
+    return shapes
+
+
+def health_why(change: dict) -> str:
+    """What moved a health change, in one line: its reason and the detectors behind it."""
+    why = str(change.get("reason", ""))
+    detectors = change.get("detectors") or []
+    return why + (f" ({', '.join(map(str, detectors))})" if detectors else "")
+
+
+def _add_health(fig: go.Figure, analysis: Analysis, row: int, top: float) -> list[dict]:
+    """A dashed line on the loss panel at each health change, and a marker with what moved it."""
+    changes = [h.to_dict() for h in analysis.health]
+    changes = [h for h in changes if h.get("step") is not None]
+    if not changes:
+        return []
+    xref, yref = _refs(row)
+    shapes = []
+    for h in changes:
+        color = HEALTH_COLOR.get(str(h.get("state")), "#444444")
+        shapes.append(dict(type="line", x0=h["step"], x1=h["step"], y0=0, y1=1, xref=xref, yref=yref,
+                           line=dict(color=color, width=1.5, dash="dash")))
+    hover = ["<b>health: " + html.escape(str(h.get("state"))) + f"</b> at step {h['step']}<br>"
+             + html.escape(health_why(h)) for h in changes]
+    fig.add_trace(go.Scatter(x=[h["step"] for h in changes], y=[top] * len(changes), mode="markers",
+                             name="health changes", legendgroup="health",
+                             marker=dict(symbol="diamond", size=11,
+                                         color=[HEALTH_COLOR.get(str(h.get("state")), "#444444") for h in changes]),
+                             hovertext=hover, hoverinfo="text"), row=row, col=1)
+    return shapes
+
+
 def _add_events(fig: go.Figure, run: Run, events: Sequence[Event], row_of: dict[str, int],
-                tops: dict[int, float]) -> None:
-    # shapes are built as plain dicts and set once: plotly's add_vline(row="all") revalidates the
-    # whole layout per call, which takes seconds per event on a long run
+                tops: dict[int, float]) -> list[dict]:
+    # shapes are built as plain dicts and set once by the caller: plotly's add_vline(row="all")
+    # revalidates the whole layout per call, which takes seconds per event on a long run
     shapes = []
     for row in range(1, len(tops) + 1):
-        xref, yref = ("x", "y domain") if row == 1 else (f"x{row}", f"y{row} domain")
+        xref, yref = _refs(row)
         for e in events:
             color = SEVERITY_COLOR.get(e.severity, "#444444")
             if e.onset_step < e.step:
@@ -173,7 +232,6 @@ def _add_events(fig: go.Figure, run: Run, events: Sequence[Event], row_of: dict[
             if e.severity != "info":  # info events (a recovery, a phase) get their marker only: less clutter
                 shapes.append(dict(type="line", x0=e.step, x1=e.step, y0=0, y1=1, xref=xref, yref=yref,
                                    line=dict(color=color, width=1, dash="dot")))
-    fig.update_layout(shapes=shapes)
     for severity, color in SEVERITY_COLOR.items():
         chosen = [e for e in events if e.severity == severity]
         by_row: dict[int, list[Event]] = {}
@@ -186,6 +244,7 @@ def _add_events(fig: go.Figure, run: Run, events: Sequence[Event], row_of: dict[
                                      marker=dict(symbol="triangle-down", size=12, color=color,
                                                  line=dict(width=1, color="white")),
                                      hovertext=[_hover(e) for e in evs], hoverinfo="text"), row=row, col=1)
+    return shapes
 
 
 def _value_at(run: Run, metric: str | None, step: int, top: float) -> float:

@@ -2,7 +2,8 @@
 
 The plotly JavaScript is embedded once in the page, so the file opens offline and can be mailed or
 attached to a CI run as it is. Per run: a header (source, format, steps, verdict), the figure
-(:mod:`.figure`), the table of events and the note of records the reader skipped.
+(:mod:`.figure`, phases shaded behind the loss), the phase timeline and the health changes, the
+table of events and the note of records the reader skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from plotly.offline import get_plotlyjs
 
 from foreshock.analysis import Analysis
 from foreshock.report.evidence import format_evidence, group_events
-from foreshock.report.figure import SEVERITY_COLOR, run_figure
+from foreshock.report.figure import HEALTH_COLOR, PHASE_COLOR, SEVERITY_COLOR, health_why, run_figure
 
 __all__ = ["render_html", "write_html"]
 
@@ -32,6 +33,8 @@ table.events th, table.events td { border-bottom: 1px solid #e5e7eb; padding: .3
                                    vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } td.evidence { color: #4b5563;
          font-family: ui-monospace, monospace; font-size: .9em; }
+span.swatch { display: inline-block; width: .9em; height: .9em; vertical-align: middle; margin-right: .3em;
+               border: 1px solid #d1d5db; }
 .sev { font-weight: 600; } .note { color: #92400e; } .ok { color: #15803d; }
 """
 
@@ -60,7 +63,8 @@ def render_html(analyses: Iterable[Analysis], *, title: str = "foreshock report"
         f"<p>{len(analyses)} run(s), written {when}. Markers show the step each event fired (dotted lines "
         "for warnings and critical events), bands its estimated onset; hover a marker for the message and the evidence. Long curves are drawn as a "
         "min-max band around the bucket mean, so single-step spikes stay visible; non-finite points are "
-        "marked along the top of their panel.</p>",
+        "marked along the top of their panel. The run's phases shade the loss panel; dashed lines on it "
+        "mark changes of the run's health.</p>",
         *sections,
         "</body></html>",
     ])
@@ -82,6 +86,9 @@ def _section(analysis: Analysis, index: int) -> str:
                          config={"displaylogo": False, "responsive": True})]
     if left_out:
         parts.append(f'<p class="note">Not drawn (more than the panel limit): {escape(", ".join(left_out))}</p>')
+    parts += ["<h3>Phases</h3>", _phases_table(analysis)]
+    if analysis.health:
+        parts += ["<h3>Health</h3>", _health_table(analysis)]
     parts += ["<h3>Events</h3>", _events_table(analysis), "<h3>Skipped records</h3>", _skipped(analysis),
               "</section>"]
     return "\n".join(parts)
@@ -114,6 +121,28 @@ def _events_table(analysis: Analysis) -> str:
                 f"<td>{escape(e.metric or '')}</td><td>{escape(e.detector)}</td><td>{escape(e.message)}</td>"
                 f'<td class="evidence">{escape(format_evidence(e.evidence))}</td></tr>')
     return f'<table class="events"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _phases_table(analysis: Analysis) -> str:
+    segments = analysis.phases
+    if not segments:
+        return "<p>None found: too few loss points for a log-log slope.</p>"
+    rows = "".join(
+        f'<tr class="phase" data-phase="{escape(seg.phase)}"><td><span class="swatch" '
+        f'style="background:{PHASE_COLOR.get(seg.phase, "#f3f4f6")}"></span>{escape(seg.phase.replace("_", " "))}'
+        f'</td><td class="num">{seg.start_step}</td><td class="num">{seg.end_step}</td></tr>' for seg in segments)
+    return ('<table class="events phases"><thead><tr><th>phase</th><th>from step</th><th>to step</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def _health_table(analysis: Analysis) -> str:
+    rows = []
+    for h in (h.to_dict() for h in analysis.health):
+        state = str(h.get("state", ""))
+        rows.append(f'<tr><td class="sev" style="color:{HEALTH_COLOR.get(state, "#444")}">{escape(state)}</td>'
+                    f'<td class="num">{escape(str(h.get("step", "")))}</td><td>{escape(health_why(h))}</td></tr>')
+    return ('<table class="events health"><thead><tr><th>state</th><th>step</th><th>why</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _skipped(analysis: Analysis) -> str:

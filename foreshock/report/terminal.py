@@ -1,7 +1,8 @@
 """The terminal report: what ``foreshock analyze`` prints for each run, with rich.
 
 One block per run: where it came from, which metrics it has (and where they stop being finite),
-what the reader skipped, a one-line verdict, then the events grouped by severity. A detector that
+what the reader skipped, its phases on one line, its health changes (when known), a one-line
+verdict, then the events grouped by severity. A detector that
 fires many times on the same metric shows its first few events and one line for the rest, so the
 report stays readable on a run with dozens of spikes.
 """
@@ -21,11 +22,13 @@ from foreshock.events import Event
 from foreshock.report.evidence import format_evidence, group_events
 from foreshock.run import Run
 
-__all__ = ["SEVERITY_STYLE", "print_analyses", "print_analysis", "verdict"]
+__all__ = ["SEVERITY_STYLE", "phases_text", "print_analyses", "print_analysis", "verdict"]
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 SHOWN_PER_GROUP = 3  # events shown per (detector, kind, metric, severity) before the rest are summed up
 SHOWN_METRICS = 12
+SHOWN_PHASES = 8  # segments on the phases line; a longer timeline shows its first and last ones
+SHOWN_HEALTH = 6
 
 
 def print_analyses(analyses: Iterable[Analysis], console: Console | None = None) -> None:
@@ -50,6 +53,9 @@ def print_analysis(analysis: Analysis, console: Console | None = None) -> None:
     head.add_row("steps", _steps_text(run))
     head.add_row("metrics", _metrics_text(run))
     head.add_row("skipped", _skipped_text(run))
+    head.add_row("phases", phases_text(analysis))
+    if analysis.health:
+        head.add_row("health", _health_text(analysis))
     head.add_row("verdict", verdict(analysis))
     console.print(head)
     if analysis.events:
@@ -139,3 +145,45 @@ def _skipped_text(run: Run) -> Text:
                       f"{s.reason}" for s in run.skipped[:3])
     more = f"; and {len(run.skipped) - 3} more group(s)" if len(run.skipped) > 3 else ""
     return Text(f"{run.skipped_records} record(s): {shown}{more}", style="yellow")
+
+
+def phases_text(analysis: Analysis) -> Text:
+    """The phase timeline on one line: ``warmup 0-500 > fast descent 500-3200 > ...``."""
+    segments = analysis.phases
+    if not segments:
+        return Text("none found (too few loss points for a log-log slope)", style="dim")
+    if len(segments) > SHOWN_PHASES:
+        half = SHOWN_PHASES // 2
+        shown: list = [*segments[:half], None, *segments[-half:]]
+    else:
+        shown = list(segments)
+    text = Text()
+    for i, seg in enumerate(shown):
+        if i:
+            text.append(" > ", style="dim")
+        if seg is None:
+            text.append(f"({len(segments) - 2 * (SHOWN_PHASES // 2)} more)", style="dim")
+            continue
+        text.append(seg.phase.replace("_", " "), style="bold")
+        text.append(f" {seg.start_step}-{seg.end_step}")
+    return text
+
+
+def _health_text(analysis: Analysis) -> Text:
+    """The run's health changes: ``healthy @0 > watch @1200 > ...`` (the last few when there are many)."""
+    changes = [h.to_dict() for h in analysis.health]
+    text = Text()
+    if len(changes) > SHOWN_HEALTH:
+        text.append(f"({len(changes) - SHOWN_HEALTH} earlier) ", style="dim")
+        changes = changes[-SHOWN_HEALTH:]
+    for i, h in enumerate(changes):
+        if i:
+            text.append(" > ", style="dim")
+        state = str(h.get("state", h.get("to", "?")))
+        text.append(state, style=HEALTH_STYLE.get(state, "bold"))
+        if h.get("step") is not None:
+            text.append(f" @{h['step']}")
+    return text
+
+
+HEALTH_STYLE = {"healthy": "green", "watch": "cyan", "warning": "yellow", "critical": "bold red"}

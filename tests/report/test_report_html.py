@@ -35,8 +35,8 @@ def test_events_are_lines_at_the_step_fired_and_bands_from_onset(analysis):
     fig, _ = run_figure(analysis)
     shapes = fig.layout.shapes
     n_panels = len(panels(analysis.run.names))
-    lines = [s for s in shapes if s.type == "line"]
-    rects = [s for s in shapes if s.type == "rect"]
+    lines = [s for s in shapes if s.type == "line" and s.line.dash == "dot"]  # dashed ones: health changes
+    rects = [s for s in shapes if s.type == "rect" and not (s.name or "").startswith("phase: ")]
     alarms = [e for e in analysis.events if e.severity != "info"]
     assert {s.x0 for s in lines} == {e.step for e in alarms}
     assert len(lines) == n_panels * len(alarms)
