@@ -4,6 +4,9 @@
     foreshock analyze --sample              # the bundled sample run: works with no data of your own
     foreshock check run.log --fail-on warning
     foreshock runs --store runs.db
+    foreshock lab list                      # the training workloads that make labelled runs
+    foreshock lab run gpt-instability --set lr=0.1 --set qk_norm=true --store lab.db
+    foreshock demo                          # trains a tiny model on CPU and shows a warning fire in time
 
 Exit codes: 0 success; 1 ``check`` found an event at or above ``--fail-on``; 2 bad usage or an
 input that cannot be read (the error names the file and, where it can, the line).
@@ -16,7 +19,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "the law's schedule response is fitted on them, only level and scale on PATH")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_forecast)
+
+    p = sub.add_parser("lab", help="train reproducible workloads that make real, labelled runs (needs torch)",
+                       description="Lab workloads: small training recipes whose runs are watched, stored and "
+                                   "labelled in hindsight (none, spike, divergence, nan, grokking, "
+                                   "edge_of_stability).")
+    lab = p.add_subparsers(dest="lab_command", title="lab commands", metavar="LAB_COMMAND",
+                           help="list | run")
+    p.set_defaults(handler=lambda args, lab_parser=p: _usage(lab_parser))
+    q = lab.add_parser("list", help="list the workloads with their knobs",
+                       description="List the lab workloads, each with its knobs and their cpu-preset values.")
+    q.add_argument("--json", action="store_true", help="print one JSON object per workload per line")
+    q.set_defaults(handler=_lab_list)
+    q = lab.add_parser("run", help="train one workload, watched, stored and labelled",
+                       description="Train a lab workload with the detectors watching, store the run and print "
+                                   "its hindsight label and the events that fired.")
+    q.add_argument("name", metavar="NAME", help="the workload (see `foreshock lab list`)")
+    q.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                   help="knob values sized for a CPU (minutes) or a GPU (default: %(default)s)")
+    q.add_argument("--set", metavar="KNOB=VALUE", action="append", default=[], dest="knobs",
+                   help="override a knob, typed like its default (bools: true/false/1/0); repeatable")
+    q.add_argument("--store", metavar="DB", type=Path, default=Path("foreshock.db"),
+                   help="the SQLite run store to record into (default: %(default)s)")
+    q.add_argument("--run", metavar="NAME", dest="run_name",
+                   help="the run's name in the store (default: workload, knobs set and UTC time)")
+    q.add_argument("--threads", metavar="N", type=int, help="torch CPU threads (default: torch's own choice)")
+    q.add_argument("--json", action="store_true",
+                   help="print one JSON object (run, store, workload, config, steps, label, events) and no "
+                        "live event lines")
+    q.set_defaults(handler=_lab_run)
+
+    p = sub.add_parser("demo", help="train a tiny model on CPU and watch a warning fire before it breaks",
+                       description="Train small models on the CPU with foreshock watching, and show which "
+                                   "warnings fired, how early, and what happened (needs torch).")
+    p.add_argument("--out", metavar="DIR", type=Path, default=Path("."),
+                   help="folder for the demo's run store and report (default: the current folder)")
+    p.add_argument("--html", metavar="REPORT.html", type=Path,
+                   help="where to write the self-contained HTML report (default: foreshock-demo.html in --out)")
+    p.set_defaults(handler=_demo)
     return parser
 
 
@@ -241,6 +282,130 @@ def _forecast(args: argparse.Namespace) -> int:
         print(f"  law {f.law}, fitted on steps up to {f.at_step}; schedule {f.schedule or 'none'}")
         print("  params: " + ", ".join(f"{k}={v:.4g} ({f.sources.get(k, 'fit')})" for k, v in f.params.items()))
     return EXIT_OK
+
+
+def _lab_list(args: argparse.Namespace) -> int:
+    if _torch_missing("the lab workloads train with torch"):
+        return EXIT_ERROR
+    from foreshock import lab
+
+    workloads = [lab.get(name) for name in lab.names()]
+    if args.json:
+        for w in workloads:
+            print(_json_line({"name": w.name, "description": w.description, "knobs": w.config("cpu"),
+                              "presets": {k: dict(v) for k, v in w.presets.items()}}))
+        return EXIT_OK
+    console = Console(highlight=False)
+    for w in workloads:
+        console.print(Text(w.name, style="bold") + Text(f"  {w.description}"))
+        knobs = "  ".join(f"{k}={_knob_text(v)}" for k, v in w.config("cpu").items())
+        console.print(Text(f"  knobs (cpu preset): {knobs}", style="dim"))
+        console.print(Text(f"  presets: {', '.join(sorted(w.presets))}", style="dim"))
+    return EXIT_OK
+
+
+def _lab_run(args: argparse.Namespace) -> int:
+    if _torch_missing("the lab workloads train with torch"):
+        return EXIT_ERROR
+    from foreshock import lab
+
+    try:
+        workload = lab.get(args.name)
+        overrides = parse_knobs(args.knobs, workload.defaults)
+        workload.config(args.preset, overrides)  # an unknown knob is an error before anything trains
+    except ValueError as e:
+        return _error(str(e))
+    try:
+        result = lab.run(args.name, args.preset, overrides, store=args.store, run_name=args.run_name,
+                         console=not args.json, threads=args.threads)
+    except (ForeshockError, ValueError, RuntimeError, OSError) as e:
+        return _error(f"lab run {args.name}: {type(e).__name__}: {e}")
+    if args.json:
+        print(_json_line(result.to_dict()))
+        return EXIT_OK
+    label = result.label
+    when = "" if label.onset_step is None else f" from step {label.onset_step}"
+    print(f"{result.run}: last step {result.steps}, {len(result.events)} event(s), stored in {result.store} "
+          f"(run id {result.run_id})")
+    print(f"  label: {label.event}{when}")
+    print(f"  rule: {label.rule}")
+    warnings = [e for e in result.events if severity_rank(e.severity) >= severity_rank("warning")]
+    if warnings:
+        first = min(warnings, key=lambda e: e.step)
+        print(f"  first warning: {first.kind} at step {first.step} ({first.detector}): {first.message}")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if _torch_missing("the demo trains a model"):
+        return EXIT_ERROR
+    from foreshock.lab.demo import run_demo
+
+    options: dict[str, Any] = {"out_dir": args.out}
+    if args.html is not None:  # else the demo's own default name, inside --out
+        options["html"] = args.html
+    try:
+        run_demo(**options)
+    except (ForeshockError, OSError) as e:
+        return _error(str(e))
+    return EXIT_OK
+
+
+def parse_knobs(items: Sequence[str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``["lr=0.1", "qk_norm=true"]`` -> ``{"lr": 0.1, "qk_norm": True}``, each typed like its default.
+
+    Raises ValueError naming the item for a missing ``=``, an unknown knob or a value that does not
+    parse as the default's type (bool: true/false/1/0/yes/no/on/off).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KNOB=VALUE")
+        if key not in defaults:
+            raise ValueError(f"--set {item!r}: unknown knob {key!r}; knobs: {sorted(defaults)}")
+        out[key] = _typed(key, text.strip(), defaults[key])
+    return out
+
+
+def _typed(key: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    if kind is bool:
+        word = text.lower()
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}={text}: expected a bool (true/false/1/0), the default is {default}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={text}: expected {'an int' if kind is int else 'a float'}, "
+                             f"the default is {default}") from None
+    if default is None:  # a knob without a typed default takes the text as it is
+        return text
+    return kind(text)
+
+
+def _knob_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _torch_missing(what: str) -> bool:
+    """True (after printing one line saying what to install) when torch cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        return False
+    _error(f'{what}, which is not installed: pip install "foreshock[torch]"')
+    return True
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_ERROR
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from foreshock.cli import build_parser, main
 from foreshock.detect.base import Detector
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-JSON_KEYS = {"run", "source", "format", "steps", "metrics", "events", "skipped_records", "skipped"}
+JSON_KEYS = {"run", "source", "format", "steps", "metrics", "events", "skipped_records", "skipped", "phases", "health"}
 EVENT_KEYS = {"detector", "kind", "severity", "step", "onset_step", "message", "evidence"}
 
 
@@ -97,7 +97,7 @@ def test_every_command_and_option_has_help(capsys):
     code, out, _ = run_main(capsys, "--help")
     assert code == 0
     commands = _subparsers(parser)
-    assert set(commands) == {"analyze", "check", "forecast", "runs"}
+    assert set(commands) == {"analyze", "check", "demo", "forecast", "lab", "runs"}
     for name, sub in commands.items():
         assert name in out
         code, sub_out, _ = run_main(capsys, name, "--help")
