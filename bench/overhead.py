@@ -10,15 +10,25 @@ unwatched loop's mean step time on the same steps. The ratio reported is the med
 Configurations:
 
 - ``off``: the bare loop, ``loss.backward(); optimizer.step(); optimizer.zero_grad()``;
-- ``watch``: ``foreshock.watch(model, optimizer, store=<temporary file>)`` with its default settings
-  (every step measured, a flush and one store transaction every 50 steps), ``mon.step(step,
-  loss=loss)`` after each step;
+- ``watch precursors=None``: ``foreshock.watch(model, optimizer, store=<temporary file>,
+  precursors=None)``: loss, learning rate, gradient norms and update ratios only;
+- ``watch``: ``foreshock.watch(model, optimizer, store=<temporary file>)`` with its default
+  settings: every step measured, the precursors found in the model (attention logits and block
+  activation statistics here: neither model's head is found as a vocabulary projection), a flush
+  and one store transaction every 50 steps, ``mon.step(step, loss=loss)`` after each step;
+- ``watch every precursor on``: the same with the head named, ``precursors={"output": <head>}``, so
+  that output logits, attention logits (transformer) and activation statistics (transformer) are
+  all measured, at every step;
 - ``watch every=10``: gradients and updates measured at every tenth step only;
 - ``watch store=None``: nothing written to disk.
 
-Models: ``mlp`` (4 linear layers of width 512, batch 128, AdamW) and ``transformer`` (a 2-block
-``nn.TransformerEncoder``, width 128, 4 heads, 64 positions, batch 8, AdamW). ``close()`` (one
-last flush) is outside the timed steps.
+Models: ``mlp`` (4 linear layers of width 512, batch 128, AdamW; no vocabulary head, attention or
+blocks: no precursors) and ``transformer`` (a 2-block ``nn.TransformerEncoder``, width 128, 4 heads,
+64 positions, batch 8, AdamW: ``out/*``, ``attn/blocks.layers.<i>/logit_max`` and
+``act/blocks.layers.<i>/*``), and, when ``transformers`` is installed, ``llama`` (a Hugging Face
+``LlamaForCausalLM``, 2 layers, width 128, 4 query and 2 key heads, rotary embeddings, SDPA, 64
+positions, batch 8, AdamW: its attention logits are recomputed after the rotary embedding, and its
+``lm_head`` is found). ``close()`` (one last flush) is outside the timed steps.
 
     .venv/bin/python bench/overhead.py                              # prints the table
     .venv/bin/python bench/overhead.py --out bench/results/overhead.md
@@ -41,8 +51,18 @@ import torch
 import foreshock
 
 NOTES = """\
-On a CPU, the capture runs on the CPU that trains: the gradient norms read every gradient once, and
-the update ratio copies the weights before the step, subtracts them after it and takes two more
+`watch precursors=None` measures no precursor, `watch` those found by default (on the transformer,
+attention logits and activation statistics; neither head is found, as the transformer's
+feed-forward layer is wider than its head and the MLP's head is narrow; on llama, all of them),
+`watch every precursor on` adds the output logits; the MLP has no attention and no blocks. The last table times one
+forward pass of the model with every precursor's hooks idle and measuring. Each precursor is a
+handful of small operations (the attention logits of one sequence's sampled queries, a strided
+sample of a block's rows, a chunked logsumexp); on a model this small, run on one CPU thread, they
+are a visible part of the step, as their rows show; on a GPU they are queued kernels the host
+never waits for.
+
+On a CPU, the capture runs on the CPU that trains: the gradient norms read every gradient once,
+and the update ratio copies the weights before the step, subtracts them after it and takes two more
 norms, several passes over the parameters. On a model whose step is little more than a few matrix
 products (the MLP) that is visible at every step. `every=10` measures gradients and updates at one
 step in ten, so their cost per step is a tenth of the second table's; what is left of its ratio is
@@ -53,7 +73,9 @@ case is not measured here."""
 
 CONFIGS: dict[str, dict | None] = {
     "off": None,
+    "watch precursors=None": {"precursors": None},
     "watch": {},
+    "watch every precursor on": {"precursors": "all"},  # the workload's head named: see Trainer
     "watch every=10": {"every": 10},
     "watch store=None": {"store": None},
 }
@@ -96,7 +118,26 @@ def transformer_workload() -> tuple[torch.nn.Module, Callable[[torch.nn.Module, 
     return model, loss
 
 
-WORKLOADS = {"mlp": mlp_workload, "transformer": transformer_workload}
+def llama_workload() -> tuple[torch.nn.Module, Callable[[torch.nn.Module, int], torch.Tensor]]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(config)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 256, (8, 8, 64), generator=g)
+
+    def loss(m: torch.nn.Module, step: int) -> torch.Tensor:
+        batch = tokens[step % 8]
+        return m(batch, labels=batch).loss
+
+    return model, loss
+
+
+WORKLOADS = {"mlp": mlp_workload, "transformer": transformer_workload, "llama": llama_workload}
+HEADS = {"mlp": "6", "transformer": "head", "llama": "lm_head"}  # the output projection of each workload
 
 
 class Trainer:
@@ -110,6 +151,8 @@ class Trainer:
         self.stats = None
         if options is not None:
             options = {"store": db, "run": workload, "console": False} | options
+            if options.get("precursors") == "all":
+                options["precursors"] = {"output": HEADS[workload]}
             self.mon = foreshock.watch(self.model, self.optimizer, **options)
             self.stats = self.mon.stats
 
@@ -149,29 +192,43 @@ def measure(workload: str, blocks: int, block: int, warmup: int, tmp: Path) -> d
             for n, ms in means.items()}
 
 
-def isolated_costs(workload: str, repeats: int = 50) -> dict[str, float]:
+def isolated_costs(workload: str, repeats: int = 60) -> dict[str, float]:
     """Milliseconds per call of each part of the capture, timed alone on one model's real gradients."""
-    trainer = Trainer(workload, {"store": None}, Path("unused"))
+    trainer = Trainer(workload, {"store": None, "precursors": "all"}, Path("unused"))
     stats, mon = trainer.stats, trainer.mon
     loss = trainer.loss_fn(trainer.model, 0)
     loss.backward()
+    precursors = mon.precursors
+
+    def forward(measuring: bool) -> Callable[[], object]:
+        def call() -> object:
+            precursors.active = measuring
+            out = trainer.loss_fn(trainer.model, 0)
+            precursors.take()
+            return out
+        return call
+
     parts = {
         "gradient norms": lambda: stats.before_step(update=False),
         "gradient norms + weight snapshot + update norms": lambda: (stats.before_step(update=True),
                                                                     stats.after_step()),
         "Watch.step (buffer write, no store)": lambda: mon.step(next(steps), loss=loss),
     }
+    if precursors is not None and precursors.names:
+        parts[f"forward pass, precursor hooks idle ({len(precursors.names)} precursors)"] = forward(False)
+        parts["forward pass, precursor hooks measuring"] = forward(True)
     steps = iter(range(10**9))
-    out = {}
-    for name, call in parts.items():
-        times = []
-        for _ in range(repeats):
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    names = list(parts)
+    for i in range(repeats):
+        # interleaved in rotating order: a burst of load, or being timed right after another
+        # part, lands on every part alike
+        for name in names[i % len(names):] + names[:i % len(names)]:
             start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        out[name] = 1e3 * statistics.median(times)
+            parts[name]()
+            times[name].append(time.perf_counter() - start)
     mon.close()
-    return out
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def table(results: dict[str, dict[str, list[float]]]) -> str:
@@ -198,9 +255,18 @@ def machine() -> str:
             f"{torch.get_num_threads()} intra-op thread(s); {platform.system()} {platform.release()}")
 
 
+def _available() -> list[str]:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return [w for w in WORKLOADS if w != "llama"]
+    return list(WORKLOADS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--models", nargs="+", choices=list(WORKLOADS), default=_available(),
+                        help="default: all of them (llama when transformers is installed)")
     parser.add_argument("--blocks", type=int, default=7, help="blocks of steps (the ratio is their median)")
     parser.add_argument("--block", type=int, default=50, help="timed steps per block and configuration")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before them")
@@ -212,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="foreshock-overhead-") as tmp:
         results = {w: measure(w, args.blocks, args.block, args.warmup, Path(tmp)) for w in args.models}
         costs = {w: isolated_costs(w) for w in args.models}
-    body = table(results) + "\n\nThe parts of the capture timed alone (median ms per call, 50 calls, on the model's real gradients):\n\n"
+    body = table(results) + "\n\nThe parts of the capture timed alone (median ms per call, 60 calls each, interleaved in rotating order, on the model's real gradients):\n\n"
     body += "| model | parameters | part | ms |\n|---|---|---|---|\n" + "\n".join(
         f"| {w} | {sum(p.numel() for p in WORKLOADS[w]()[0].parameters()):,} | {part} | {ms:.3f} |"
         for w, parts in costs.items() for part, ms in parts.items())

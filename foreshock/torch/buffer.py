@@ -14,6 +14,11 @@ Which cells were written, the steps and the wall times are host-side facts, kept
 a value that is NaN stays a NaN (data) and a metric not logged at a step stays absent. Python
 numbers and CPU tensors, when the device is a GPU, are host values already and never go to the
 device. On a CPU device the same code runs: the copy is a plain copy and is done at once.
+
+Under ``torch.distributed`` (a ``reduce`` given, see :mod:`foreshock.torch.distributed`), ``send``
+first moves the host values of the block into its columns, then hands the block, with which cells
+were written and a fingerprint of its names and steps, to ``reduce``: one collective combines the
+ranks' blocks, and the combined block is what is copied to the host.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from foreshock.torch.distributed import fingerprint
 
 __all__ = ["Batch", "StepBuffer", "check_scalar"]
 
@@ -65,6 +72,10 @@ class Batch:
 class _InFlight:
     batch: Batch  # values and present are filled in when the copy is read
     event: Any  # a CUDA event recorded after the copy; None when the copy was synchronous (CPU)
+    reduced: torch.Tensor | None = None  # host copy of a combined block: values, present, agreement
+
+
+Reduce = Callable[[Sequence[str], torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 class StepBuffer:
@@ -78,9 +89,11 @@ class StepBuffer:
         Steps per batch (``flush_every``).
     columns : int
         Metric columns allocated at first; the buffer doubles them when more metrics appear.
+    reduce : callable, optional
+        Combines the ranks' blocks at each send (a :class:`~foreshock.torch.distributed.RankReduction`).
     """
 
-    def __init__(self, device: torch.device | str, rows: int, *, columns: int = 64):
+    def __init__(self, device: torch.device | str, rows: int, *, columns: int = 64, reduce: Reduce | None = None):
         if rows < 1:
             raise ValueError(f"rows must be >= 1, got {rows}")
         self.device = torch.device(device)
@@ -97,6 +110,8 @@ class StepBuffer:
         self._blocks: dict[tuple[str, ...], slice] = {}
         self._new_event: Callable[[], Any] = torch.cuda.Event if self._cuda else (lambda: None)
         self._inflight: _InFlight | None = None
+        self._reduce = reduce
+        self._reduced_host: torch.Tensor | None = None  # pinned, reused while its shape holds
         self._reset_rows()
 
     # -- writing a row ------------------------------------------------------------------------------
@@ -167,6 +182,9 @@ class StepBuffer:
         done = self._complete() if self._inflight is not None else None
         if not self._steps:
             return done
+        if self._reduce is not None:
+            self._send_reduced()
+            return done
         if self._host_buf.shape != self._dev.shape:
             self._host_buf = self._new_host_buffer()
         # asynchronous from pinned memory: queued after every write above on the same stream, and
@@ -207,9 +225,52 @@ class StepBuffer:
             # host gets here, and then the host must wait for it (or lose the steps)
             inflight.event.synchronize()
         batch = inflight.batch
+        if inflight.reduced is not None:
+            block = inflight.reduced.numpy().astype(np.float64)  # a copy: the pinned buffer is reused
+            columns = (block.shape[1] - 1) // 2
+            if not (block[:, -1] == 1.0).all():
+                raise RuntimeError("foreshock.watch: the ranks of the process group recorded different metrics or "
+                                   f"steps in one flush (steps {batch.steps[0]}..{batch.steps[-1]}); every rank must "
+                                   "call step() for the same steps with the same metrics")
+            batch.values, batch.present = block[:, :columns], block[:, columns: 2 * columns] > 0.5
+            return batch
         # the pinned buffer is reused by the next send: copy out of it now
         batch.values = self._host_buf[: len(batch.steps)].numpy().astype(np.float64)  # a copy
         return batch
+
+    def _send_reduced(self) -> None:
+        """Combine the ranks' blocks (one collective) and start copying the result to the host."""
+        n = self.n
+        for host in self._host:  # host values get columns: every rank's values meet in the collective
+            for name in host:
+                self._column(name)
+        host_values = np.zeros((n, self._dev.shape[1]))
+        host_present = np.zeros((n, self._dev.shape[1]), dtype=bool)
+        for row, host in enumerate(self._host):
+            for name, value in host.items():
+                host_values[row, self._columns[name]] = value
+                host_present[row, self._columns[name]] = True
+        values = self._dev[:n]
+        if host_present.any():
+            values = torch.where(self._upload(host_present), self._upload(host_values).to(values.dtype), values)
+        present = self._upload(self._present[:n] | host_present)
+        combined = self._reduce(list(self._names), values, present, fingerprint(self._names, self._steps))
+        if self._reduced_host is None or self._reduced_host.shape != combined.shape:
+            self._reduced_host = torch.empty(combined.shape, dtype=combined.dtype, pin_memory=self._cuda)
+        self._reduced_host.copy_(combined, non_blocking=self._cuda)
+        event = self._new_event()
+        if event is not None:
+            event.record()
+        batch = Batch(steps=self._steps, walls=self._walls, names=list(self._names), values=np.empty((0, 0)),
+                      present=np.empty((0, 0), dtype=bool), host=[{} for _ in self._steps])
+        self._inflight = _InFlight(batch, event, reduced=self._reduced_host)
+        self._reset_rows()
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self._cuda:
+            return tensor.pin_memory().to(self.device, non_blocking=True)  # queued, not waited for
+        return tensor.to(self.device)
 
     def _row(self) -> int:
         if not self._steps:

@@ -39,6 +39,7 @@ from foreshock.store.base import RunStore
 from foreshock.torch.buffer import Batch, StepBuffer, check_scalar
 from foreshock.torch.capture import GradStats
 from foreshock.torch.console import EventPrinter
+from foreshock.torch.distributed import RankReduction, active_group
 from foreshock.torch.precursors import Precursors
 
 __all__ = ["Watch", "watch"]
@@ -54,7 +55,9 @@ class Watch:
     monitor : Monitor
         The detectors, fed the flushed steps in step order.
     run_id : int or None
-        The run's id in the store (None with ``store=None``).
+        The run's id in the store (None with ``store=None``, and on ranks other than 0).
+    rank : int
+        This process's rank under ``torch.distributed`` (0 without it).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -68,6 +71,8 @@ class Watch:
         self.flush_every = flush_every
         self.on_event = on_event
         self.optimizer = optimizer
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module  # its layers' names, not the wrapper's; the hooks fire through it
         self.stats = GradStats(model, update_ratio=update_ratio and optimizer is not None)
         self.monitor = Monitor(detectors)
         # precursors: forward hooks that measure on the steps _due() picks (see _sync_precursors);
@@ -75,8 +80,14 @@ class Watch:
         self.precursors = _make_precursors(model, precursors)
         self.events: list[Event] = []
         self.run_name = run or f"{type(model).__name__}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+        # under torch.distributed every rank combines its steps with the others' at each flush and
+        # runs the detectors on the combined values; rank 0 alone prints and writes to the store
+        reduce = RankReduction() if active_group() else None
+        self.rank = reduce.rank if reduce is not None else 0
+        if self.rank != 0:
+            console, store = False, None
         self._printer = EventPrinter(console if isinstance(console, Console) else None) if console else None
-        self._buffer = StepBuffer(self.stats.device, rows=flush_every)
+        self._buffer = StepBuffer(self.stats.device, rows=flush_every, reduce=reduce)
         self._calls = 0  # step() calls so far: decides which optimizer steps are measured
         self._last_step: int | None = None
         self._lrs: list[Any] | None = None  # learning rates the last optimizer step used
@@ -177,11 +188,24 @@ class Watch:
     def _due(self) -> bool:
         return self._calls % self.every == 0  # the step() call this optimizer step belongs to
 
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
         # plain Python floats in the usual case; a tensor learning rate is passed on as it is
         self._lrs = [group["lr"] for group in optimizer.param_groups]
-        if self._due():
+        if not self._due():
+            return None
+        # args: (optimizer, *the call's positional arguments)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if not callable(closure):
             self.stats.before_step()
+            return None
+        # step(closure) (Lightning, LBFGS): the gradients are made inside the step, by the closure;
+        # measure them when it returns, before the update (the last call counts, for an
+        # optimizer that calls it several times)
+        def measured_closure() -> Any:
+            loss = closure()
+            self.stats.before_step()
+            return loss
+        return (args[0], *args[2:]), {**kwargs, "closure": measured_closure}
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._due():
@@ -263,10 +287,11 @@ def _make_precursors(model: torch.nn.Module, spec: Literal["auto"] | Mapping[str
         return None
     if spec == "auto":
         spec = {}
-    elif not isinstance(spec, Mapping) or set(spec) - {"output", "attention"}:
-        raise ValueError(f'precursors must be "auto", None or a mapping with keys "output" and/or "attention", '
-                         f"got {spec!r}")
-    found = Precursors(model, output=spec.get("output"), attention=spec.get("attention"))
+    elif not isinstance(spec, Mapping) or set(spec) - {"output", "attention", "activations"}:
+        raise ValueError(f'precursors must be "auto", None or a mapping with keys "output", "attention" and/or '
+                         f'"activations", got {spec!r}')
+    found = Precursors(model, output=spec.get("output"), attention=spec.get("attention"),
+                       activations=spec.get("activations"))
     found.active = True  # the first step() call is measured: its forward passes come before it
     return found
 
@@ -299,13 +324,23 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     where the copy is immediate). Each event's evidence says how late it was,
     ``flush_latency_steps``, beside ``flush_every``. Lower ``flush_every`` for quicker warnings.
 
+    **torch.distributed:** when a process group of several ranks is initialised before ``watch()``,
+    each flush combines every rank's buffered steps in one collective (maxima by max, minima by
+    min, the rest by the mean over the ranks; a NaN or infinity on any rank stays, see
+    :mod:`foreshock.torch.distributed`), so a spike on one rank is seen by all. Every rank runs
+    the detectors on the combined values and gets the same events (``.events``, ``on_event``);
+    rank 0 alone prints them and writes the run to the store. Every rank must call ``step()``
+    for the same steps with the same metrics, and ``close()``.
+
     Parameters
     ----------
     model : torch.nn.Module
         Its trainable parameters, all on one device.
     optimizer : torch.optim.Optimizer, optional
         Gives the learning rates, and hooks its ``step()`` to measure gradients before and the
-        update after. Without it, gradients are measured in :meth:`Watch.step` if they still exist.
+        update after (with ``step(closure)``, as Lightning calls it, gradients are measured when
+        the closure that makes them returns). Without it, gradients are measured in
+        :meth:`Watch.step` if they still exist.
     run : str, optional
         The run's name in the store (default: the model's class and the UTC time).
     store : path, RunStore or None
@@ -330,8 +365,11 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
         passes of the steps ``every`` picks (see :mod:`foreshock.torch.precursors`):
         ``out/logit_max`` and ``out/lse_mean`` from the final projection, and
         ``attn/<layer>/logit_max`` per attention layer (on a sample of query positions of the
-        first sequence: a lower bound). ``"auto"`` finds the modules; ``{"output": "head",
-        "attention": ["blocks.0.attn", ...]}`` names them (a key left out is found); None: none.
+        first sequence: a lower bound; nanoGPT-style, ``nn.MultiheadAttention``, Hugging Face
+        GPT-2 and LLaMA-style), ``act/<layer>/rms`` and ``act/<layer>/kurtosis`` per block (on a
+        sample of rows of its output). ``"auto"`` finds the modules; ``{"output": "head",
+        "attention": ["blocks.0.attn", ...], "activations": ["blocks.0", ...]}`` names them (a key
+        left out is found, an empty list is none); None: none.
 
     Returns
     -------

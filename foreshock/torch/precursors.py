@@ -8,12 +8,27 @@
   attention layer, with the layer's causal (or given) mask applied. q and k are recomputed from the
   projections, not read from attention weights, so fused ``scaled_dot_product_attention`` is no
   obstacle. Supported: nanoGPT-style attention (a module with a ``c_attn`` Linear giving q, k, v
-  concatenated and ``n_head``/``n_embd``; causal) and ``torch.nn.MultiheadAttention``.
+  concatenated and ``n_head``/``n_embd``; causal), ``torch.nn.MultiheadAttention``, Hugging Face
+  GPT-2 attention (a fused ``c_attn`` Conv1D split into q, k, v) and LLaMA-style attention
+  (``q_proj``/``k_proj`` Linears, rotary embeddings from the ``position_embeddings`` argument applied
+  to q and k as the module applies them, grouped-query attention with fewer k heads). For the Hugging
+  Face modules the logits are scaled as the module scales them (its ``scaling``) and the mask it is
+  given (boolean, or additive with the dtype's minimum) is applied together with causality (unless
+  a LLaMA-style module says ``is_causal = False``).
+- **Activation statistics** of each block (the elements of the model's outermost ``ModuleList`` of
+  blocks: ``transformer.h.<i>``, ``model.layers.<i>``, ...), from a forward hook on its output:
+  ``act/<layer>/rms``, the root mean square of the output, and ``act/<layer>/kurtosis``, the
+  kurtosis of the per-channel RMS, ``mean_j(s_j^4) / mean_j(s_j^2)^2`` with ``s_j^2`` the mean
+  square of channel ``j``: 1 when every channel carries the same energy, large when a few outlier
+  channels carry most of it (outlier features, which grow before low-precision training breaks).
+  Computed on at most :data:`ACT_ROWS` rows (token positions of the flattened batch, evenly
+  strided), so its cost is independent of the batch size.
 
 Sampling, and its bias. The attention logits of a whole batch cost as much as attention itself, so
 they are computed for the **first sequence of the batch only**, and for at most
 :data:`QUERY_SAMPLE` query positions of it, evenly spaced and always including the last one,
-against **all** its keys. The max over a sample is a lower bound of the max over the batch: a
+against **all** its keys (for the Hugging Face modules the projections of that one sequence are
+recomputed: about ``1 / batch`` of the layer's projection cost). The max over a sample is a lower bound of the max over the batch: a
 spike confined to other sequences, or to query positions between the samples, is missed or seen
 late. Output logits are reduced over the whole batch.
 
@@ -22,7 +37,8 @@ on the host: :meth:`Precursors.take` hands over one device vector, as ``GradStat
 only measure when :attr:`Precursors.active` is true (``Watch`` sets it on the steps it measures)
 and when the forward pass trains (gradients enabled and the module in training mode): evaluation
 passes are left out. With several forward passes in one step (gradient accumulation), maxima are
-the max over the passes and ``out/lse_mean`` the mean over them.
+the max over the passes, ``out/lse_mean`` the mean over them, and the activation statistics are
+computed from the channels' mean squares averaged over them.
 """
 
 from __future__ import annotations
@@ -37,9 +53,10 @@ from torch import nn
 
 from foreshock.torch.capture import layer_name
 
-__all__ = ["QUERY_SAMPLE", "Precursors", "find_attention", "find_output_head"]
+__all__ = ["ACT_ROWS", "QUERY_SAMPLE", "Precursors", "find_attention", "find_blocks", "find_output_head"]
 
 QUERY_SAMPLE = 64  # query positions per sequence whose attention logits are computed
+ACT_ROWS = 256  # rows (token positions) of a block's output its activation statistics are computed on
 _LSE_CHUNK = 1 << 24  # logits per logsumexp chunk: bounds the float32 temporary to 64 MiB
 
 
@@ -73,15 +90,50 @@ def _is_nanogpt_attention(module: nn.Module) -> bool:
             and isinstance(getattr(module, "n_embd", None), int) and c_attn.out_features == 3 * module.n_embd)
 
 
+def _is_gpt2_attention(module: nn.Module) -> bool:
+    """Hugging Face GPT-2 self-attention: ``c_attn`` a Conv1D (``nf`` outputs) giving q, k, v."""
+    c_attn = getattr(module, "c_attn", None)
+    embed = getattr(module, "embed_dim", None)
+    return (c_attn is not None and not isinstance(c_attn, nn.Linear) and isinstance(embed, int)
+            and getattr(c_attn, "nf", None) == 3 * embed and isinstance(getattr(module, "head_dim", None), int)
+            and not getattr(module, "is_cross_attention", False))
+
+
+def _is_llama_attention(module: nn.Module) -> bool:
+    """LLaMA-style attention: ``q_proj`` and ``k_proj`` Linears, whole heads of ``head_dim``."""
+    q, k, d = getattr(module, "q_proj", None), getattr(module, "k_proj", None), getattr(module, "head_dim", None)
+    return (isinstance(q, nn.Linear) and isinstance(k, nn.Linear) and isinstance(d, int) and d > 0
+            and q.out_features % d == 0 and k.out_features % d == 0
+            and (q.out_features // d) % max(1, k.out_features // d) == 0)
+
+
+def _readable_attention(module: nn.Module) -> bool:
+    return (isinstance(module, nn.MultiheadAttention) or _is_nanogpt_attention(module)
+            or _is_gpt2_attention(module) or _is_llama_attention(module))
+
+
 def find_attention(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Attention modules found, ``(layer, module)``: the layer is the block the module sits in (as
     ``layer/<name>/...`` names it), or the module's own name when a block holds several."""
-    found = [(_unwrap(n), m) for n, m in model.named_modules()
-             if isinstance(m, nn.MultiheadAttention) or _is_nanogpt_attention(m)]
+    found = [(_unwrap(n), m) for n, m in model.named_modules() if _readable_attention(m)]
     blocks = [layer_name(f"{n}.x") if n else type(m).__name__ for n, m in found]
     out = []
     for (name, module), block in zip(found, blocks, strict=True):
         out.append((block if blocks.count(block) == 1 else name or block, module))
+    return out
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's blocks, ``(name, module)``: the elements of each outermost ``nn.ModuleList`` whose
+    elements are of one class and hold parameters (a transformer's layers; not a list of heads
+    inside a block, nor a ``Sequential`` of single layers)."""
+    lists = [(_unwrap(n), m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)
+             and len({type(e) for e in m}) == 1 and any(True for _ in m[0].parameters())]
+    out: list[tuple[str, nn.Module]] = []
+    for name, blocks in lists:
+        if any(name.startswith(f"{outer}.") or not outer for outer, _ in lists if outer != name):
+            continue  # inside another list's element
+        out.extend((f"{name}.{i}" if name else str(i), block) for i, block in enumerate(blocks))
     return out
 
 
@@ -92,20 +144,21 @@ def _query_positions(length: int, device: torch.device) -> torch.Tensor:
     return torch.linspace(0, length - 1, QUERY_SAMPLE, device=device).round().long()
 
 
-def attention_logit_max(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """Max of ``q . k / sqrt(d)`` over heads and allowed (query, key) pairs, a scalar (float32 at least).
+def attention_logit_max(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None,
+                        scale: float | None = None) -> torch.Tensor:
+    """Max of ``q . k * scale`` over heads and allowed (query, key) pairs, a scalar (float32 at least).
 
     ``q``: (heads, queries, d); ``k``: (heads, keys, d); ``allowed``: bool, (queries, keys) or
-    (heads, queries, keys), or None.
+    (heads, queries, keys), or None; ``scale``: ``1 / sqrt(d)`` unless given.
     """
-    logits = _wide(q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    logits = _wide(q @ k.transpose(-1, -2)) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     return logits.amax()
 
 
 class Precursors:
-    """Forward hooks measuring output-logit drift and attention-logit growth of ``model``.
+    """Forward hooks measuring output-logit drift, attention-logit growth and activation statistics.
 
     Parameters
     ----------
@@ -114,9 +167,12 @@ class Precursors:
         Name of the final projection; default: found by :func:`find_output_head`.
     attention : sequence of str or None
         Names of the attention modules; default: found by :func:`find_attention`.
+    activations : sequence of str or None
+        Names of the blocks whose outputs are measured; default: found by :func:`find_blocks`.
     """
 
-    def __init__(self, model: nn.Module, *, output: str | None = None, attention: Sequence[str] | None = None):
+    def __init__(self, model: nn.Module, *, output: str | None = None, attention: Sequence[str] | None = None,
+                 activations: Sequence[str] | None = None):
         modules = {_unwrap(n): m for n, m in model.named_modules()}
         if output is not None:
             if output not in modules:
@@ -124,23 +180,19 @@ class Precursors:
             head: tuple[str, nn.Module] | None = (output, modules[output])
         else:
             head = find_output_head(model)
-        if isinstance(attention, str):
-            attention = [attention]
-        if attention is not None:
-            missing = [n for n in attention if n not in modules]
-            if missing:
-                raise ValueError(f"no module named {missing} in {type(model).__name__}")
-            attn = [(n, modules[n]) for n in attention]
-        else:
-            attn = find_attention(model)
+        attn = find_attention(model) if attention is None else _named(modules, attention, model)
+        blocks = find_blocks(model) if activations is None else _named(modules, activations, model)
         self.output = head[0] if head else None
         self.attention = [name for name, _ in attn]
+        self.blocks = [name for name, _ in blocks]
         self.names: list[str] = ((["out/logit_max", "out/lse_mean"] if head else [])
-                                 + [f"attn/{name}/logit_max" for name in self.attention])
+                                 + [f"attn/{name}/logit_max" for name in self.attention]
+                                 + [f"act/{name}/{stat}" for name in self.blocks for stat in ("rms", "kurtosis")])
         for name, module in attn:  # every check before the first hook: an error leaves the model as it was
-            if not (isinstance(module, nn.MultiheadAttention) or _is_nanogpt_attention(module)):
+            if not _readable_attention(module):
                 raise ValueError(f"{name!r} is a {type(module).__name__}: not an attention module foreshock "
-                                 "can read (nanoGPT-style or nn.MultiheadAttention)")
+                                 "can read (nanoGPT-style, nn.MultiheadAttention, Hugging Face GPT-2 or "
+                                 "LLaMA-style)")
         self.active = False
         self._handles: list[Any] = []
         if head is not None:
@@ -148,8 +200,12 @@ class Precursors:
         for i, (_, module) in enumerate(attn):
             if isinstance(module, nn.MultiheadAttention):
                 self._handles.append(module.register_forward_pre_hook(self._mha_hook(i), with_kwargs=True))
-            else:
+            elif _is_nanogpt_attention(module):
                 self._handles.append(module.c_attn.register_forward_hook(self._nanogpt_hook(i, module)))
+            else:  # Hugging Face: the module's inputs, the projections recomputed on one sequence
+                self._handles.append(module.register_forward_pre_hook(self._hf_hook(i), with_kwargs=True))
+        for i, (_, module) in enumerate(blocks):
+            self._handles.append(module.register_forward_hook(self._block_hook(i)))
         self._clear()
 
     def _clear(self) -> None:
@@ -157,6 +213,8 @@ class Precursors:
         self._lse_sum: torch.Tensor | None = None
         self._lse_passes = 0
         self._attn: list[torch.Tensor | None] = [None] * len(self.attention)
+        self._act: list[torch.Tensor | None] = [None] * len(self.blocks)  # per-channel mean squares, summed
+        self._act_passes = [0] * len(self.blocks)
 
     def remove(self) -> None:
         """Remove every hook (idempotent)."""
@@ -195,14 +253,7 @@ class Precursors:
             if not self._measuring(attn) or output.dim() != 3:  # (batch, T, 3C) as nanoGPT calls it
                 return
             with torch.no_grad():
-                qkv = output.detach()[0]  # (T, 3C): the first sequence of the batch
-                length = qkv.shape[0]
-                q, k, _ = qkv.split(n_embd, dim=-1)
-                pos = _query_positions(length, qkv.device)
-                q = q[pos].reshape(len(pos), n_head, -1).transpose(0, 1)  # (heads, sample, d)
-                k = k.reshape(length, n_head, -1).transpose(0, 1)  # (heads, T, d)
-                allowed = torch.arange(length, device=qkv.device)[None, :] <= pos[:, None]  # causal
-                self._keep(i, attention_logit_max(q, k, allowed))
+                self._keep(i, _fused_qkv_logit_max(output.detach()[0], n_embd, n_head, None, None))
         return hook
 
     def _mha_hook(self, i: int):
@@ -214,6 +265,40 @@ class Precursors:
                 self._keep(i, _mha_logit_max(module, args, kwargs))
         return hook
 
+    def _hf_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = _mha_arg(args, kwargs, "hidden_states", 0)
+            if (not self._measuring(module) or not isinstance(hidden, torch.Tensor) or hidden.dim() != 3
+                    or kwargs.get("encoder_hidden_states") is not None):
+                return
+            mask = _mha_arg(args, kwargs, "attention_mask", 2)  # third for GPT-2 and LLaMA alike
+            with torch.no_grad():
+                if _is_gpt2_attention(module):
+                    qkv = module.c_attn(hidden.detach()[0])  # (T, 3E): the first sequence only
+                    value = _fused_qkv_logit_max(qkv, module.embed_dim, module.embed_dim // module.head_dim,
+                                                 mask, getattr(module, "scaling", None))  # self-attention: causal
+                else:
+                    rotary = _mha_arg(args, kwargs, "position_embeddings", 1)
+                    if not (isinstance(rotary, (tuple, list)) and len(rotary) == 2):
+                        return  # a version that applies rotary embeddings elsewhere: nothing to read
+                    value = _llama_logit_max(module, hidden.detach()[0], rotary, mask)
+                self._keep(i, value)
+        return hook
+
+    def _block_hook(self, i: int):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) and output else output
+            if not self._measuring(module) or not isinstance(out, torch.Tensor) or out.dim() < 2:
+                return
+            with torch.no_grad():
+                rows = out.detach().reshape(-1, out.shape[-1])
+                stride = -(-rows.shape[0] // ACT_ROWS)
+                squares = _wide(rows[::stride]).square().mean(0)  # (channels,): each channel's mean square
+                old = self._act[i]
+                self._act[i] = squares if old is None else old + squares
+                self._act_passes[i] += 1
+        return hook
+
     # -- the step's vector ---------------------------------------------------------------------------
     def take(self) -> tuple[torch.Tensor, np.ndarray] | None:
         """The vector for :attr:`names` and which entries hold a value; None when nothing was measured."""
@@ -222,6 +307,13 @@ class Precursors:
             lse = None if self._lse_sum is None else self._lse_sum / self._lse_passes
             values += [self._out_max, lse]
         values += self._attn
+        for squares, passes in zip(self._act, self._act_passes, strict=True):
+            if squares is None:
+                values += [None, None]
+                continue
+            squares = squares / passes
+            mean = squares.mean()
+            values += [mean.sqrt(), squares.square().mean() / mean.square()]
         self._clear()
         present = np.array([v is not None for v in values], dtype=bool)
         if not present.any():
@@ -233,6 +325,75 @@ class Precursors:
         zero = kept[0].new_zeros((), dtype=dtype)
         vector = torch.stack([zero if v is None else v.to(zero.device, dtype) for v in values])
         return vector, present
+
+
+def _named(modules: dict[str, nn.Module], names: Sequence[str] | str, model: nn.Module) -> list[tuple[str, nn.Module]]:
+    names = [names] if isinstance(names, str) else list(names)
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"no module named {missing} in {type(model).__name__}")
+    return [(n, modules[n]) for n in names]
+
+
+def _causal(pos: torch.Tensor, keys: int) -> torch.Tensor:
+    return torch.arange(keys, device=pos.device)[None, :] <= pos[:, None]  # (queries, keys)
+
+
+def _given_mask(mask: Any, pos: torch.Tensor, keys: int) -> torch.Tensor | None:
+    """The allowed (query, key) pairs of the first sequence from a Hugging Face attention mask:
+    4-D, boolean (True: attended to) or additive (the dtype's minimum, or -inf: not attended to),
+    or 2-D ``(batch, keys)`` padding (1: a token, 0: padding), as flash attention is given it."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() not in (2, 4) or mask.shape[-1] != keys:
+        return None  # no mask (fused causal attention), or a kind not read here: causality alone
+    if mask.dim() == 2:
+        return mask.detach()[0].bool()[None, :]  # (1, keys)
+    mask = mask.detach()[0][:, pos]  # (1 or heads, queries, keys)
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
+
+
+def _allowed(pos: torch.Tensor, keys: int, causal: bool, mask: Any) -> torch.Tensor | None:
+    allowed = _causal(pos, keys) if causal else None
+    given = _given_mask(mask, pos, keys)
+    if given is None:
+        return allowed
+    return given if allowed is None else allowed & given
+
+
+def _fused_qkv_logit_max(qkv: torch.Tensor, embd: int, heads: int, mask: Any, scale: float | None,
+                         causal: bool = True) -> torch.Tensor:
+    """Logit max of one sequence from its fused ``(T, 3 * embd)`` q, k, v projection."""
+    length = qkv.shape[0]
+    q, k, _ = qkv.split(embd, dim=-1)
+    pos = _query_positions(length, qkv.device)
+    q = q[pos].reshape(len(pos), heads, -1).transpose(0, 1)  # (heads, sample, d)
+    k = k.reshape(length, heads, -1).transpose(0, 1)  # (heads, T, d)
+    return attention_logit_max(q, k, _allowed(pos, length, causal, mask), scale)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _llama_logit_max(attn: nn.Module, hidden: torch.Tensor, rotary: Sequence[torch.Tensor], mask: Any) -> torch.Tensor:
+    """Logit max of one sequence ``(T, E)`` of LLaMA-style attention, q and k after rotary."""
+    length, d = hidden.shape[0], attn.head_dim
+    pos = _query_positions(length, hidden.device)
+    q = attn.q_proj(hidden[pos]).reshape(len(pos), -1, d)  # (sample, heads, d)
+    k = attn.k_proj(hidden).reshape(length, -1, d)  # (T, k heads, d)
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if isinstance(q_norm, nn.Module) and isinstance(k_norm, nn.Module):  # per-head norms before rotary (Qwen3)
+        q, k = q_norm(q), k_norm(k)
+    cos, sin = (t.detach() for t in rotary)
+    cos, sin = (cos[0] if cos.dim() == 3 else cos), (sin[0] if sin.dim() == 3 else sin)  # (T, d)
+    q = q * cos[pos, None] + _rotate_half(q) * sin[pos, None]
+    k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
+    q, k = q.transpose(0, 1), k.transpose(0, 1)  # (heads, sample, d), (k heads, T, d)
+    k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)  # query head h reads k head h // groups
+    allowed = _allowed(pos, length, getattr(attn, "is_causal", True) is not False, mask)
+    return attention_logit_max(q, k, allowed, getattr(attn, "scaling", None))
 
 
 def _mha_arg(args: tuple, kwargs: dict, name: str, index: int) -> Any:
