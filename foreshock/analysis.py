@@ -78,6 +78,8 @@ class Analysis:
     run: Run
     events: list[Event] = field(default_factory=list)
     phase_events: list[Event] = field(default_factory=list)
+    forecast: Any = None  # a foreshock.forecast.Forecast when a schedule was given and a fit was possible
+    forecast_note: str | None = None  # why there is no forecast although a schedule was given
 
     @property
     def phases(self) -> list[PhaseSegment]:
@@ -112,13 +114,14 @@ class Analysis:
             "events": [e.to_dict() for e in self.events],
             "phases": [p.to_dict() for p in self.phases],
             "health": [h.to_dict() for h in self.health],
+            "forecast": self.forecast.to_dict() if self.forecast is not None else None,
             "skipped_records": self.run.skipped_records,
             "skipped": [{"line": s.line, "count": s.count, "reason": s.reason} for s in self.run.skipped],
         }
 
 
 def analyze(run: Run | PathLike, *, detectors: Sequence[Detector] | None = None, fast: bool = True,
-            phases: bool = True) -> Analysis:
+            phases: bool = True, schedule: Any = None, forecast_at: int | None = None) -> Analysis:
     """Replay a run (or the log at a path) through the detectors, and find its phases.
 
     Parameters
@@ -131,6 +134,11 @@ def analyze(run: Run | PathLike, *, detectors: Sequence[Detector] | None = None,
     phases : bool
         Also replay a :class:`~foreshock.detect.phases.PhaseDetector` (unless ``detectors`` has one)
         for the phase timeline.
+    schedule : Schedule, str or None
+        The run's LR schedule (a spec such as ``"cosine:peak=6e-4,final=6e-5,warmup=700,total=20000"``,
+        or ``"log"`` for the LR the run logged): then the analysis also forecasts the loss at
+        ``forecast_at`` (default: the schedule's last step) with :func:`foreshock.forecast.forecast`
+        and its defaults. A forecast that cannot be made leaves ``forecast_note`` saying why.
     """
     if not isinstance(run, Run):
         run = read(run)
@@ -144,4 +152,13 @@ def analyze(run: Run | PathLike, *, detectors: Sequence[Detector] | None = None,
     phase_events: list[Event] = []
     if phases and not any(isinstance(d, PhaseDetector) for d in detectors):
         phase_events = Monitor([PhaseDetector()]).replay(run, fast=fast)
-    return Analysis(run=run, events=events, phase_events=phase_events)
+    result = Analysis(run=run, events=events, phase_events=phase_events)
+    if schedule is not None:
+        from foreshock.errors import ForeshockError
+        from foreshock.forecast import forecast
+
+        try:
+            result.forecast = forecast(run, schedule=schedule, at=forecast_at)
+        except (ForeshockError, ValueError) as e:
+            result.forecast_note = str(e)
+    return result

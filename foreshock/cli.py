@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DB", type=Path,
                    help="also save each run and its events into this SQLite run store (created if missing; "
                         "re-analysing a log replaces its earlier copy)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--schedule", metavar="SPEC",
+                     help="the run's LR schedule (e.g. cosine:peak=6e-4,final=6e-5,warmup=700,total=20000): "
+                          "also forecast the loss at the schedule's last step")
+    how.add_argument("--lr-from-log", action="store_true",
+                     help="forecast with the LR the run logged as its schedule")
+    p.add_argument("--forecast-at", metavar="STEP", type=int,
+                   help="the step to forecast (default: the schedule's last step)")
     p.set_defaults(handler=_analyze)
 
     p = sub.add_parser("check", help="exit 1 when an event at or above a severity fired (for CI gates)",
@@ -129,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a lab workload with the detectors watching, store the run and print "
                                    "its hindsight label and the events that fired.")
     q.add_argument("name", metavar="NAME", help="the workload (see `foreshock lab list`)")
-    q.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
-                   help="knob values sized for a CPU (minutes) or a GPU (default: %(default)s)")
+    q.add_argument("--preset", default="cpu",
+                   help="a preset of the workload: cpu (minutes), gpu, or its own (see `lab list`; default: %(default)s)")
     q.add_argument("--set", metavar="KNOB=VALUE", action="append", default=[], dest="knobs",
                    help="override a knob, typed like its default (bools: true/false/1/0); repeatable")
     q.add_argument("--store", metavar="DB", type=Path, default=Path("foreshock.db"),
@@ -173,7 +181,8 @@ def _analyze(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     analyses: list[Analysis] = []
     failed = False
-    for analysis in _analyses(paths, args.format):
+    schedule = "log" if args.lr_from_log else args.schedule
+    for analysis in _analyses(paths, args.format, schedule=schedule, forecast_at=args.forecast_at):
         if analysis is None:
             failed = True
             continue
@@ -423,7 +432,8 @@ def _paths(args: argparse.Namespace) -> list[Path] | None:
     return paths
 
 
-def _analyses(paths: Sequence[Path], format: str | None) -> Iterator[Analysis | None]:
+def _analyses(paths: Sequence[Path], format: str | None, *, schedule: str | None = None,
+              forecast_at: int | None = None) -> Iterator[Analysis | None]:
     """Read and analyse each path in turn; an unreadable one prints its error and yields None."""
     for path in paths:
         try:
@@ -432,7 +442,7 @@ def _analyses(paths: Sequence[Path], format: str | None) -> Iterator[Analysis | 
             _error(_located(path, e))
             yield None
             continue
-        yield foreshock.analyze(run)
+        yield foreshock.analyze(run, schedule=schedule, forecast_at=forecast_at)
 
 
 def _located(path: Path, error: Exception) -> str:

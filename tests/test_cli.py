@@ -11,7 +11,8 @@ from foreshock.cli import build_parser, main
 from foreshock.detect.base import Detector
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-JSON_KEYS = {"run", "source", "format", "steps", "metrics", "events", "skipped_records", "skipped", "phases", "health"}
+JSON_KEYS = {"run", "source", "format", "steps", "metrics", "events", "skipped_records", "skipped", "phases", "health",
+             "forecast"}
 EVENT_KEYS = {"detector", "kind", "severity", "step", "onset_step", "message", "evidence"}
 
 

@@ -39,6 +39,7 @@ class Forecast:
     params: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
     schedule: str | None = None
+    curve: tuple[tuple[int, ...], tuple[float, ...]] = ((), ())  # the fitted law from the first fitted step to the target
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -145,9 +146,12 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
         extra = z * extrapolation_error(fit, steps, y, lr_fit, target)
         lo = value - float(np.hypot(value - lo, extra))
         hi = value + float(np.hypot(hi - value, extra))
+    grid = np.unique(np.linspace(int(steps[0]), max(target, last), 80).round().astype(np.int64))
+    curve_values = fit.predict(design(grid, lr_all))
     return Forecast(run=run.name, metric=metric, law=law, at_step=last, target_step=target, value=value, lo=lo,
                     hi=hi, level=level, params=fit.params, sources=sources,
-                    schedule=sched.spec if sched is not None else None)
+                    schedule=sched.spec if sched is not None else None,
+                    curve=(tuple(int(x) for x in grid), tuple(float(v) for v in curve_values)))
 
 
 def _schedule(run: Run, schedule: Schedule | str | None) -> Schedule | None:

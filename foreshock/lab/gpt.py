@@ -353,7 +353,7 @@ def _label(run: Any, config: dict[str, Any]) -> Label:
 
 WORKLOAD = register(Workload(
     name="gpt-instability",
-    description="byte-level GPT on the stdlib sources: without qk_norm a high learning rate diverges",
+    description="byte-level GPT on the stdlib sources: a high learning rate diverges (knobs qk_norm, z_loss)",
     defaults=DEFAULTS,
     presets=PRESETS,
     train=train,

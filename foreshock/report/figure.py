@@ -101,6 +101,7 @@ def run_figure(analysis: Analysis) -> tuple[go.Figure, list[str]]:
     shapes = _phase_shapes(fig, analysis.phases, loss_row)
     shapes += _add_events(fig, run, analysis.events, row_of, tops)
     shapes += _add_health(fig, analysis, loss_row, tops[loss_row])
+    _add_forecast(fig, analysis, row_of.get(analysis.forecast.metric, loss_row) if analysis.forecast else loss_row)
     fig.update_layout(shapes=shapes)  # set once: adding shapes one by one revalidates the layout each time
     fig.update_xaxes(title_text="step", row=len(groups), col=1)
     # the legend sits on the right (plotly's default), where it cannot cover a panel's title
@@ -214,6 +215,25 @@ def _add_health(fig: go.Figure, analysis: Analysis, row: int, top: float) -> lis
                                          color=[HEALTH_COLOR.get(str(h.get("state")), "#444444") for h in changes]),
                              hovertext=hover, hoverinfo="text"), row=row, col=1)
     return shapes
+
+
+def _add_forecast(fig: go.Figure, analysis: Analysis, row: int) -> None:
+    """The fitted law as a dashed line beyond the data, and the forecast with its interval at the target."""
+    f = analysis.forecast
+    if f is None or not f.curve[0]:
+        return
+    steps, values = f.curve
+    fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name=f"forecast ({f.law} law)",
+                             legendgroup="forecast", line=dict(color="#6b7280", dash="dash", width=1.5),
+                             hovertemplate="law %{y:.4g} at step %{x}<extra></extra>"), row=row, col=1)
+    hover = (f"<b>forecast</b> of {html.escape(f.metric)} at step {f.target_step}: {f.value:.4g}<br>"
+             f"{f.level:.0%} interval [{f.lo:.4g}, {f.hi:.4g}]<br>{html.escape(f.law)} law, data up to step "
+             f"{f.at_step}")
+    fig.add_trace(go.Scatter(x=[f.target_step], y=[f.value], mode="markers", name="forecast", legendgroup="forecast",
+                             showlegend=False, marker=dict(color="#111827", size=9, symbol="diamond"),
+                             error_y=dict(type="data", symmetric=False, array=[f.hi - f.value],
+                                          arrayminus=[f.value - f.lo], color="#111827", thickness=1.5, width=6),
+                             hovertemplate=hover + "<extra></extra>"), row=row, col=1)
 
 
 def _add_events(fig: go.Figure, run: Run, events: Sequence[Event], row_of: dict[str, int],

@@ -56,10 +56,24 @@ def print_analysis(analysis: Analysis, console: Console | None = None) -> None:
     head.add_row("phases", phases_text(analysis))
     if analysis.health:
         head.add_row("health", _health_text(analysis))
+    if analysis.forecast is not None or analysis.forecast_note:
+        head.add_row("forecast", forecast_text(analysis))
     head.add_row("verdict", verdict(analysis))
     console.print(head)
     if analysis.events:
         console.print(events_table(analysis.events))
+
+
+def forecast_text(analysis: Analysis) -> Text:
+    """One line: the forecast value and interval at its target step, the law, and the data it used."""
+    f = analysis.forecast
+    if f is None:
+        return Text(f"none: {analysis.forecast_note}", style="dim")
+    text = Text()
+    text.append(f"{f.metric} at step {f.target_step}: ")
+    text.append(f"{f.value:.4g}", style="bold")
+    text.append(f" [{f.lo:.4g}, {f.hi:.4g}] ({f.level:.0%} interval; {f.law} law fitted up to step {f.at_step})")
+    return text
 
 
 def verdict(analysis: Analysis) -> Text:
