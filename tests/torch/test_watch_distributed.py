@@ -62,6 +62,9 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
         with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
             json.dump(seen, f)
     finally:
+        # both ranks leave together: a rank that tears its group down while the other is still in
+        # its last flush makes gloo's connection thread abort the process
+        dist.barrier()
         dist.destroy_process_group()
 
 
