@@ -29,8 +29,10 @@ from typing import Any, Literal
 
 import torch
 from rich.console import Console
+from rich.text import Text
 
 from foreshock.detect.base import Detector
+from foreshock.detect.health import Health, HealthChange
 from foreshock.detect.monitor import Monitor
 from foreshock.events import Event
 from foreshock.logs.names import canonical_name
@@ -54,6 +56,10 @@ class Watch:
         Every event fired so far, in the order the detectors emitted them.
     monitor : Monitor
         The detectors, fed the flushed steps in step order.
+    health : Health
+        The run's health (healthy / watch / warning / critical), moved by the events at each flush;
+        ``health.state`` now, ``health.changes`` each change with the events behind it (printed as
+        it happens).
     run_id : int or None
         The run's id in the store (None with ``store=None``, and on ranks other than 0).
     rank : int
@@ -79,6 +85,7 @@ class Watch:
         # made before the store, so that a module named wrong leaves no run behind
         self.precursors = _make_precursors(model, precursors)
         self.events: list[Event] = []
+        self.health = Health()  # the run's one-word state, moved by the events as they fire
         self.run_name = run or f"{type(model).__name__}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
         # under torch.distributed every rank combines its steps with the others' at each flush and
         # runs the detectors on the combined values; rank 0 alone prints and writes to the store
@@ -259,12 +266,21 @@ class Watch:
                     self._store.add_events(self.run_id, fired)
                 self._store.save_state(self.run_id, self.monitor.state_dict())
         self.events.extend(fired)
+        changes = self.health.update(fired, step=latest)
         if self._printer is not None:
             self._printer(fired)
+            for change in changes:
+                self._printer.console.print(_health_line(change), soft_wrap=True)
         if self.on_event is not None:
             for event in fired:
                 self.on_event(event)
         return fired
+
+
+def _health_line(change: HealthChange) -> Text:
+    detectors = f" ({', '.join(change.detectors)})" if change.detectors else ""
+    return Text(f"foreshock HEALTH {change.previous} -> {change.state} at step {change.step}: {change.reason}"
+                f"{detectors}", style="bold")
 
 
 def _config(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, every: int,

@@ -56,6 +56,11 @@ def test_an_exploding_learning_rate_fires_live_the_events_a_replay_finds(tmp_pat
     first_warning = min(e.step for e in mon.events if e.severity == "warning")
     broken = min(e.step for e in mon.events if e.severity == "critical")
     assert first_warning < broken  # the warning came before the loss stopped being finite
+    # the run's health followed live: warning at the first warning, critical at the NaN, and the same
+    # timeline as the offline one
+    states = [(c.step, c.state) for c in mon.health.changes]
+    assert (first_warning, "warning") in states and (broken, "critical") in states
+    assert mon.health.state == "critical"
     # live: each event reached the loop at a step() call during training, at most a flush late
     assert [e for _, e in seen] == mon.events == called
     for at, event in seen:
