@@ -25,47 +25,25 @@ has calibrated the thresholds on runs of their own.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
-from foreshock.detect._scan import SeriesMap, as_arrays, merge_by_step
-from foreshock.detect.base import Detector
-from foreshock.events import Event, Severity, severity_rank
+from foreshock.detect._pattern import PatternDetector
+from foreshock.events import Event, Severity
 from foreshock.series import lower_median, push, trailing_median, true_runs
 from foreshock.series.moment import moment_step, new_moment_state, second_moment_ratios
 
 __all__ = ["GradSpikeDetector", "UpdateRatioDetector"]
 
 
-class _PatternDetector(Detector):
-    """Watches every metric whose name matches one of ``patterns``; one excursion episode per metric.
+class _EpisodeDetector(PatternDetector):
+    """One excursion episode per metric: the episode walk here is shared by the step-by-step and the
+    vectorised path, so both emit the same events.
 
-    Subclasses give ``_judge(metric, track, x) -> (mask, context)`` over a finite array (advancing the
-    track's statistics) and the two event builders; the episode walk here is shared by the
-    step-by-step and the vectorised path, so both emit the same events.
+    Subclasses give ``_judge(track, x) -> (mask, context)`` over a finite array (advancing the
+    track's statistics), ``_judge_one`` for one point, and the two event builders.
     """
-
-    patterns: tuple[str, ...]
-    severity: Severity
-
-    def _setup(self, patterns: tuple[str, ...], severity: Severity) -> None:
-        if not patterns:
-            raise ValueError("need at least one metric name pattern")
-        severity_rank(severity)
-        self.patterns = tuple(patterns)
-        self.severity = severity
-        self._matches: dict[str, bool] = {}  # a cache of the name test, not state
-        self._add_state("_tracks", {})
-
-    def watches(self, name: str) -> bool:
-        """True when ``name`` matches one of the patterns."""
-        hit = self._matches.get(name)
-        if hit is None:
-            hit = self._matches[name] = any(fnmatchcase(name, p) for p in self.patterns)
-        return hit
 
     def _new_track(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -83,19 +61,9 @@ class _PatternDetector(Detector):
         raise NotImplementedError
 
     # -- both paths ----------------------------------------------------------------------------
-    def update(self, step: int, values: Mapping[str, float]) -> list[Event]:
-        events: list[Event] = []
-        for metric in sorted(m for m in values if self.watches(m)):
-            x = float(values[metric])
-            if math.isfinite(x):
-                events.extend(self._point(metric, int(step), x))
-        return events
-
     def _point(self, metric: str, step: int, x: float) -> list[Event]:
         """One point: the episode walk of :meth:`_walk` on scalars (the same decisions, less overhead)."""
-        track = self._tracks.get(metric)
-        if track is None:
-            track = self._tracks[metric] = self._new_track()
+        track = self._track(metric)
         hit, ctx = self._judge_one(track, x)
         ep = track["episode"]
         if ep is not None:
@@ -110,21 +78,10 @@ class _PatternDetector(Detector):
             return [self._onset(metric, step, x, ctx)]
         return []
 
-    def scan(self, series: SeriesMap) -> list[Event]:
-        """The events of ``update`` over whole series (the same arithmetic, array at a time)."""
-        per_metric = []
-        for metric in sorted(m for m in series if self.watches(m)):
-            steps, x = as_arrays(series, metric)
-            finite = np.isfinite(x)
-            per_metric.append(self._walk(metric, steps[finite], x[finite]))
-        return merge_by_step(per_metric)
-
     def _walk(self, metric: str, steps: np.ndarray, x: np.ndarray) -> list[Event]:
         if not len(x):
             return []
-        track = self._tracks.get(metric)
-        if track is None:
-            track = self._tracks[metric] = self._new_track()
+        track = self._track(metric)
         mask, ctx = self._judge(track, x)
         starts, lengths = true_runs(mask)
         events: list[Event] = []
@@ -162,7 +119,7 @@ class _PatternDetector(Detector):
             points_outside=ep["points"], steps=step - ep["onset"])
 
 
-class GradSpikeDetector(_PatternDetector):
+class GradSpikeDetector(_EpisodeDetector):
     """Gradient-norm spikes: ``g**2 > theta * EMA(g**2)``, the average clipped at spikes (SPAM).
 
     Parameters
@@ -229,7 +186,7 @@ class GradSpikeDetector(_PatternDetector):
         return self._recovered(metric, step, x, ep, "spike threshold")
 
 
-class UpdateRatioDetector(_PatternDetector):
+class UpdateRatioDetector(_EpisodeDetector):
     """Update/weight-ratio excursions: a ratio above ``factor`` times its trailing lower median.
 
     Parameters

@@ -36,15 +36,12 @@ measure false alarms on, so these are early warnings that :mod:`foreshock.detect
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
-from foreshock.detect._scan import SeriesMap, as_arrays, merge_by_step
-from foreshock.detect.base import Detector
-from foreshock.events import Event, Severity, severity_rank
+from foreshock.detect._pattern import PatternDetector
+from foreshock.events import Event, Severity
 from foreshock.series import lower_median, push, trailing_median
 
 __all__ = ["LogitGrowthDetector", "OutputDriftDetector"]
@@ -55,26 +52,22 @@ def _layer(metric: str) -> str:
     return "/".join(parts[1:-1]) if parts[0] == "attn" and len(parts) > 2 else parts[0]
 
 
-class _GrowthDetector(Detector):
+class _GrowthDetector(PatternDetector):
     """The growth test of the module docstring over every series whose name matches ``patterns``."""
 
     kind = "logit_growth"
-    metrics = None
 
     def __init__(self, patterns: tuple[str, ...], skip: int, baseline_points: int, window: int,
                  min_ratio: float, min_growth: float, patience: int, min_baseline: float, burst: float,
                  severity: Severity):
         super().__init__()
-        if not patterns:
-            raise ValueError("need at least one metric name pattern")
         if skip < 0 or baseline_points < 1 or window < 1 or patience < 1:
             raise ValueError(f"need skip >= 0 and baseline_points, window, patience >= 1, got {skip=}, "
                              f"{baseline_points=}, {window=}, {patience=}")
         if min_ratio <= 1 or min_growth < 1 or min_baseline <= 0 or burst <= 1:
             raise ValueError(f"need min_ratio > 1, min_growth >= 1, min_baseline > 0 and burst > 1, got "
                              f"{min_ratio=}, {min_growth=}, {min_baseline=}, {burst=}")
-        severity_rank(severity)
-        self.patterns = tuple(patterns)
+        self._setup(patterns, severity)
         self.skip = skip
         self.baseline_points = baseline_points
         self.window = window
@@ -83,16 +76,6 @@ class _GrowthDetector(Detector):
         self.patience = patience
         self.min_baseline = min_baseline
         self.burst = burst
-        self.severity = severity
-        self._matches: dict[str, bool] = {}  # a cache of the name test, not state
-        self._add_state("_tracks", {})
-
-    def watches(self, name: str) -> bool:
-        """True when ``name`` matches one of the patterns."""
-        hit = self._matches.get(name)
-        if hit is None:
-            hit = self._matches[name] = any(fnmatchcase(name, p) for p in self.patterns)
-        return hit
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -100,23 +83,13 @@ class _GrowthDetector(Detector):
         return {m: t["ratio"] for m, t in self._tracks.items() if t["ratio"] is not None}
 
     # -- both paths ----------------------------------------------------------------------------
-    def update(self, step: int, values: Mapping[str, float]) -> list[Event]:
-        events: list[Event] = []
-        for metric in sorted(m for m in values if self.watches(m)):
-            x = float(values[metric])
-            if math.isfinite(x):
-                events.extend(self._point(metric, int(step), x))
-        return events
-
     def _new_track(self) -> dict[str, Any]:
         return {"n": 0, "base": [], "baseline": None, "values": [], "levels": [], "level_steps": [],
                 "streak": 0, "streak_onset": None, "episode": None, "ratio": None}
 
     def _point(self, metric: str, step: int, x: float) -> list[Event]:
-        """One point: :meth:`_series` on scalars (the same float operations, less overhead)."""
-        t = self._tracks.get(metric)
-        if t is None:
-            t = self._tracks[metric] = self._new_track()
+        """One point: :meth:`_walk` on scalars (the same float operations, less overhead)."""
+        t = self._track(metric)
         w, m, index = self.window, abs(x), t["n"]
         t["n"] += 1
         last = self.skip + self.baseline_points
@@ -158,21 +131,10 @@ class _GrowthDetector(Detector):
                                sustained)]
         return []
 
-    def scan(self, series: SeriesMap) -> list[Event]:
-        """The events of ``update`` over whole series (the same arithmetic, array at a time)."""
-        per_metric = []
-        for metric in sorted(m for m in series if self.watches(m)):
-            steps, x = as_arrays(series, metric)
-            finite = np.isfinite(x)
-            per_metric.append(self._series(metric, steps[finite], x[finite]))
-        return merge_by_step(per_metric)
-
-    def _series(self, metric: str, steps: np.ndarray, x: np.ndarray) -> list[Event]:
+    def _walk(self, metric: str, steps: np.ndarray, x: np.ndarray) -> list[Event]:
         if not len(x):
             return []
-        t = self._tracks.get(metric)
-        if t is None:
-            t = self._tracks[metric] = self._new_track()
+        t = self._track(metric)
         n, w = len(x), self.window
         m = np.abs(x)
         index = t["n"] + np.arange(n)  # position of each point in the whole series
