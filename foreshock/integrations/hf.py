@@ -20,14 +20,22 @@
   ``eval_accuracy`` -> ``val/acc``, ``eval_<x>`` -> ``val/<x>``; timings are left out.
 
 A step is written when the next one begins (or training ends): by then the Trainer has logged and
-evaluated what belongs to it. The Trainer has no callback for an exception: a run that raises is
-marked ``crashed`` when the interpreter exits (see :func:`foreshock.watch`).
+evaluated what belongs to it.
+
+The Trainer has no callback for an exception. A callback given to the Trainer it watches
+(``Trainer(..., callbacks=[ForeshockCallback()])``) finds that Trainer when it is made
+(``on_init_end``, called from its constructor) and wraps its ``train``: when ``train()`` raises, the
+steps done are written and the run is marked ``crashed`` at once, and the exception goes on. A
+callback added later (``trainer.add_callback``) has no such moment: its run is marked ``crashed``
+when the interpreter exits (see :func:`foreshock.watch`).
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 try:
     from transformers import TrainerCallback
@@ -35,6 +43,9 @@ except ImportError:
     raise ImportError("foreshock.integrations.hf needs Hugging Face transformers: pip install transformers") from None
 
 from foreshock.logs.names import canonical_name
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 __all__ = ["ForeshockCallback"]
 
@@ -75,6 +86,11 @@ class ForeshockCallback(TrainerCallback):
         self._loss_summed = False  # the passes' losses add up to the step's (see the module docstring)
 
     # -- the Trainer's events -------------------------------------------------------------------------
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = _constructing_trainer(self)
+        if trainer is not None:
+            _mark_crash_of(trainer, self)
+
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                        **kwargs: Any) -> None:
         if self.watch is not None or model is None:
@@ -119,16 +135,23 @@ class ForeshockCallback(TrainerCallback):
                 out[canonical if canonical.startswith("val/") else f"val/{name.removeprefix('eval_')}"] = value
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._close("finished")
+
+    def _close(self, status: str) -> None:
+        """Write the step still pending, close the watch and mark the run ``status``."""
         if self.watch is None:
             return
         try:
             self._write_pending()
+        except BaseException:
+            status = "crashed"
+            raise
         finally:
             if self._loss_hook is not None:
                 self._loss_hook.remove()
                 self._loss_hook = None
             watch, self.watch = self.watch, None
-            watch.close()
+            watch.close(status)
 
     # -- helpers --------------------------------------------------------------------------------------
     def _keep_loss(self, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
@@ -154,6 +177,35 @@ class ForeshockCallback(TrainerCallback):
             step, metrics = self._pending
             self._pending = None
             self.watch.step(step, **metrics)
+
+
+def _constructing_trainer(callback: ForeshockCallback) -> Trainer | None:
+    """The Trainer whose constructor is calling ``callback.on_init_end``, found up the call stack."""
+    from transformers import Trainer  # loaded already: a Trainer is being made
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        found = frame.f_locals.get("self")
+        handler = getattr(found, "callback_handler", None)
+        if isinstance(found, Trainer) and handler is not None and callback in handler.callbacks:
+            return found
+        frame = frame.f_back
+    return None
+
+
+def _mark_crash_of(trainer: Trainer, callback: ForeshockCallback) -> None:
+    """Wrap ``trainer.train`` (on this instance): an exception out of it marks the watched run crashed."""
+    train = trainer.train
+
+    @functools.wraps(train)
+    def train_or_crash(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return train(*args, **kwargs)
+        except BaseException:
+            callback._close("crashed")  # the run is over: the steps done are kept
+            raise
+
+    trainer.train = train_or_crash
 
 
 def _grad_enabled() -> bool:

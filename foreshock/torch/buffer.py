@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from foreshock.torch.distributed import fingerprint
+from foreshock.torch.distributed import fingerprint, norms_from_sums
 
 __all__ = ["Batch", "StepBuffer", "check_scalar"]
 
@@ -61,11 +61,14 @@ class Batch:
     host: list[dict[str, float]] = field(default_factory=list)  # per row: values that never left the host
 
     def rows(self) -> Iterator[tuple[int, float, dict[str, float]]]:
-        """``(step, wall_time, {metric: value})`` per row, metrics in name order (as a replay sees them)."""
+        """``(step, wall_time, {metric: value})`` per row, metrics in name order (as a replay sees them).
+
+        Summed squares of a sharded model's norms become the norms here, after the ranks' sum.
+        """
         for i, step in enumerate(self.steps):
             values = {self.names[c]: float(self.values[i, c]) for c in np.flatnonzero(self.present[i])}
             values.update(self.host[i])
-            yield step, self.walls[i], dict(sorted(values.items()))
+            yield step, self.walls[i], dict(sorted(norms_from_sums(values).items()))
 
 
 @dataclass

@@ -27,7 +27,7 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-def fit(tmp_path, **options):
+def fit(tmp_path, crash_at=None, **options):
     logging.set_verbosity_error()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32,
@@ -39,6 +39,15 @@ def fit(tmp_path, **options):
     callback = ForeshockCallback(run="hf", store=tmp_path / "r.db", console=False, flush_every=4)
     trainer = Trainer(model=model, args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(8, 2),
                       callbacks=[callback])
+    if crash_at is not None:
+        passes = []
+
+        def fail(module, args):
+            passes.append(module.training)
+            if passes.count(True) == crash_at:  # the training forward pass of step crash_at
+                raise RuntimeError("CUDA out of memory (a stand-in)")
+
+        model.register_forward_pre_hook(fail)
     trainer.train()
     return trainer, foreshock.read(tmp_path / "r.db", run="hf")
 
@@ -68,6 +77,17 @@ def test_trainer_fit_stores_per_step_loss_lr_grads_precursors_and_eval(tmp_path,
     assert sorted(evals) == [3, 6]
     assert dict(zip(*run.series("val/loss"), strict=True)) == pytest.approx(evals, rel=1e-9)
     assert "epoch" in run.names and not [n for n in run.names if "runtime" in n or "per_second" in n]
+
+
+def test_a_run_whose_training_raises_is_marked_crashed_when_train_raises(tmp_path):
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fit(tmp_path, crash_at=5)
+    # still in the process that trained, long before its exit: the run is over, and says so
+    run = foreshock.read(tmp_path / "r.db", run="hf")
+    assert run.status == "crashed"
+    for name in ("train/loss", "opt/grad_norm", "opt/lr"):  # the four steps done are all stored
+        assert run[name].steps.tolist() == [1, 2, 3, 4], name
+    assert run["val/loss"].steps.tolist() == [3]
 
 
 def test_a_missing_framework_gets_a_clear_error(monkeypatch):

@@ -90,3 +90,22 @@ def test_ranks_that_recorded_different_metrics_are_an_error():
     buf.send()
     with pytest.raises(RuntimeError, match="different metrics or steps"):
         buf.poll()
+
+
+def test_squared_norms_are_summed_over_the_ranks_and_become_norms_on_the_host():
+    names = ["opt/grad_norm:sumsq", "opt/update_ratio:sumsq_num", "opt/update_ratio:sumsq_den", "train/loss"]
+    # a sharded model: each rank holds part of the weights; the layer only rank 1 holds is absent on rank 0
+    rank0 = block([[9.0, 1.0, 50.0, 2.0], [math.nan, 0.0, 0.0, 1.0]], [[1, 1, 1, 1], [1, 1, 1, 1]])
+    rank1 = block([[16.0, 3.0, 50.0, 4.0], [1.0, 0.0, 0.0, 1.0]], [[1, 1, 1, 1], [1, 1, 1, 1]])
+    out = combine(torch.stack([rank0, rank1]), column_ops(names, 4)).numpy()
+    assert out[0, :4].tolist() == [25.0, 4.0, 100.0, 3.0]  # sums, and the mean of the rest
+    assert math.isnan(out[1, 0]) and out[1, 1:3].tolist() == [0.0, 0.0]
+    buf = StepBuffer("cpu", rows=2)
+    for row, step in enumerate((0, 1)):
+        buf.start_row(step, 0.0)
+        buf.put_block(names[:3], torch.tensor(out[row, :3]), np.array([True, True, True]))
+    steps = list(buf.drain()[0].rows())
+    assert steps[0][2] == {"opt/grad_norm": 5.0, "opt/update_ratio": 0.2}  # sqrt(25), sqrt(4) / sqrt(100)
+    assert math.isnan(steps[1][2]["opt/grad_norm"])  # a NaN stays
+    assert math.isnan(steps[1][2]["opt/update_ratio"])  # 0 / 0, without an error
+    assert set(steps[1][2]) == {"opt/grad_norm", "opt/update_ratio"}
