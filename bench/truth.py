@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import importlib
 import inspect
@@ -63,11 +64,11 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from baselines import _peers, kill_loss_spike, lightning_spike, losslint_peer, trainspotter_peer  # noqa: E402
-from scoring import NOT_FAILURES, Leads, RunOutcome, Summary, summarise  # noqa: E402
+from scoring import NOT_FAILURES, Leads, RunOutcome, Summary, leads, summarise  # noqa: E402
 
 import foreshock  # noqa: E402
 import foreshock.detect  # noqa: E402
-from foreshock.detect import Detector, default_detectors, replay  # noqa: E402
+from foreshock.detect import Detector, default_detectors, health_timeline, replay  # noqa: E402
 from foreshock.events import Event, jsonable, severity_rank  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
@@ -188,7 +189,7 @@ def detector_classes() -> tuple[list[type[Detector]], list[str]]:
         seen.add(cls)
         stack.extend(cls.__subclasses__())
         if (cls.__name__.startswith("_") or inspect.isabstract(cls) or cls.update is Detector.update
-                or not cls.__module__.startswith("foreshock.")):
+                or not cls.__module__.startswith("foreshock.") or cls.__module__.split(".")[-1].startswith("_")):
             continue
         try:
             cls()
@@ -207,6 +208,40 @@ def foreshock_warned(run: foreshock.Run, detectors: Sequence[Detector]) -> Warne
     return Warned(steps=sorted(e.step for e in events),
                   first={"detector": e.detector, "kind": e.kind, "severity": e.severity,
                          "onset_step": e.onset_step, "message": e.message})  # the message carries the numbers
+
+
+def health_warned(run: foreshock.Run) -> Warned:
+    """The steps at which the run's health (``foreshock.detect.Health``, fed the default set's events)
+    left ``healthy``: its ``watch`` state, earned by info early warnings of two independent families,
+    is scored like a warning here, to measure whether it has earned one."""
+    events = replay(run, default_detectors())
+    last = max((int(s.steps[-1]) for s in run.metrics.values() if len(s.steps)), default=None)
+    moved = [c for c in health_timeline(events, last_step=last) if c.previous == "healthy"]
+    if not moved:
+        return Warned()
+    c = moved[0]
+    return Warned(steps=[m.step for m in moved],
+                  first={"detector": ",".join(c.detectors), "kind": c.state, "severity": c.state,
+                         "onset_step": c.step, "message": c.reason})
+
+
+def grokking_target(labelled: Sequence[Labelled], runs: dict[str, foreshock.Run], ds: str) -> dict[str, Any]:
+    """Per grokking run of ``ds``: the step of the default set's first ``grokking`` event beside the
+    first step at which ``val/acc`` reaches 0.9 (the target: reported before it)."""
+    rows = []
+    for lab in labelled:
+        if lab.dataset != ds or lab.event != "grokking" or "val/acc" not in runs[lab.name]:
+            continue
+        run = runs[lab.name]
+        vs, va = run.series("val/acc")
+        hit = np.flatnonzero(va >= 0.9)
+        t90 = int(vs[hit[0]]) if len(hit) else None
+        fired = min((e.step for e in replay(run, default_detectors()) if e.kind == "grokking"), default=None)
+        rows.append({"run": lab.name, "reported": fired, "val_acc_0.9": t90,
+                     "before": fired is not None and t90 is not None and fired < t90})
+    return {"n": len(rows), "before": sum(r["before"] for r in rows),
+            "lead": dataclasses.asdict(leads(r["val_acc_0.9"] - r["reported"] for r in rows if r["before"])),
+            "runs": rows}
 
 
 def lightning_warned(run: foreshock.Run) -> Warned:
@@ -275,7 +310,10 @@ def contestants(classes: Sequence[type[Detector]], peers: dict[str, dict[str, di
                 ) -> list[Contestant]:
     defaults = ", ".join(type(d).__name__ for d in default_detectors())
     out = [Contestant("foreshock default set", "foreshock", f"default_detectors(): {defaults}",
-                      lambda run, lab: foreshock_warned(run, default_detectors()))]
+                      lambda run, lab: foreshock_warned(run, default_detectors())),
+           Contestant("foreshock health (watch or worse)", "foreshock",
+                      "the run's health from the default set's events, any state but healthy",
+                      lambda run, lab: health_warned(run))]
     for cls in classes:
         out.append(Contestant(f"foreshock {cls.__name__}", "foreshock", f"{cls.__name__}() alone",
                               lambda run, lab, c=cls: foreshock_warned(run, [c()])))
@@ -400,6 +438,12 @@ def markdown(meta: dict[str, Any], datasets: dict[str, dict[str, Any]], k: int) 
             out += [d.get("empty", "No runs."), ""]
             continue
         out += table(d["summaries"], d["kinds"], d["counts"]) + [""]
+        g = d.get("grokking")
+        if g and g["n"]:
+            ld = g["lead"]
+            out += [f"Grokking reported (the default set's `grokking` event) before validation accuracy reached "
+                    f"0.9: {g['before']}/{g['n']} runs; steps ahead: median {_fmt_step(ld['median'])} "
+                    f"[{_fmt_step(ld['q1'])}, {_fmt_step(ld['q3'])}].", ""]
         if d["skipped"]:
             out += ["Not scored: " + "; ".join(d["skipped"]) + ".", ""]
         if d["failures"]:
@@ -464,7 +508,7 @@ def read_sets(sets: dict[str, Path]) -> tuple[list[Labelled], dict[str, foreshoc
     return labelled, runs, skipped
 
 
-def score_set(ds: str, folder: Path, labelled: Sequence[Labelled], results: dict[str, list[tuple[RunOutcome, Warned]]],
+def score_set(ds: str, folder: Path, labelled: Sequence[Labelled], runs: dict[str, foreshock.Run], results: dict[str, list[tuple[RunOutcome, Warned]]],
               cands: Sequence[Contestant], skipped: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """One data set's summaries for the markdown, and its per-run outcomes for the JSON."""
     idx = [i for i, lab in enumerate(labelled) if lab.dataset == ds]
@@ -481,9 +525,11 @@ def score_set(ds: str, folder: Path, labelled: Sequence[Labelled], results: dict
         if errs:
             failures.append(f"{c.name} on {len(errs)} run(s), first {errs[0][0]}: {errs[0][1]}")
     where = os.path.relpath(folder, ROOT)
+    grok = grokking_target(labelled, runs, ds)
     md = {"n_runs": len(labs), "counts": dict(sorted(counts.items())), "kinds": kinds, "summaries": summaries,
+          "grokking": grok,
           "skipped": skipped, "failures": failures, "empty": f"No labelled runs in `{where}` yet."}
-    js = {"folder": where, "counts": counts, "skipped": skipped,
+    js = {"folder": where, "counts": counts, "skipped": skipped, "grokking_target": grok,
           "runs": [{"run": lab.name, "label": lab.event, "event_step": lab.event_step,
                     "path": os.path.relpath(lab.path, folder), "notes": lab.notes} for lab in labs],
           "contestants": {c.name: {"summary": summaries[c.name].to_dict(),
@@ -546,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commit": _git("rev-parse", "--short", "HEAD"),
             "tree_modified": bool(_git("status", "--porcelain", "--", "foreshock")), "k_points": args.k,
             "contestants": [{"name": c.name, "family": c.family, "about": c.about} for c in cands], "notes": notes}
-    scored = {ds: score_set(ds, folder, labelled, results, cands, skipped[ds]) for ds, folder in sets.items()}
+    scored = {ds: score_set(ds, folder, labelled, runs, results, cands, skipped[ds]) for ds, folder in sets.items()}
     meta["seconds"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(meta, {ds: md for ds, (md, _) in scored.items()}, args.k), encoding="utf-8")

@@ -17,9 +17,23 @@ a gradient norm of 1e-3 and of 1e3. Each excursion gives one event at its first 
 Non-finite values are skipped (the nonfinite detector reports them). Windows and averages count
 points, not steps.
 
-Both emit ``info`` by default: on the shared real runs these are early warnings to be combined (see
+Both emit ``info`` by default: they are early warnings to be combined (see
 :mod:`foreshock.detect.health`), not alarms on their own; ``severity`` raises them where a user
 has calibrated the thresholds on runs of their own.
+
+Calibration (``bench/results/precursor_calibration.md``, ``OMP_NUM_THREADS=1 .venv/bin/python
+bench/truth.py --skip-peers --min-severity info``; lab runs ``bench/lab_runs``, shared real logs):
+alone, the default gradient-spike test fires before 15/16 lab divergences and on 13/27 healthy lab
+runs (shared: 3/75 runs labelled none); no setting earns ``warning``. Raising ``theta`` trades one for
+the other (36: 13/16 and 12/27; 49: 9/16 and 10/27; 100: 5/16 and 9/27), and so does judging only
+after the initial transient (``min_periods`` 50: 13/16 and 11/27; only after the learning-rate
+warm-up: 4/16 and 11/27, since these runs diverge during their warm-up). A median/MAD threshold on
+``log g`` over a trailing window, the usual robust alternative, fires more on heavy tails, not less:
+on the healthy synthetic log of ``bench/make_log.py`` (Student-t noise on the log gradient norm)
+1.3 events per 1000 steps at 8 MADs over a 100-point window, where the second moment, inflated by
+the tails it has seen, gives 0.44 (438 on 1,000,000 steps; ``theta`` 49: 0.29, 100: 0.16; the 5
+planted spikes caught at each); on the lab runs it is no better (8 MADs: 4/16 and 7/27). The
+update-ratio test fires before 2/16 lab divergences and on no healthy run.
 """
 
 from __future__ import annotations

@@ -23,6 +23,20 @@ window_frac * step)``, likewise ``quiet``. The step at which a quiet period ends
 waited for, so :func:`health_timeline` on a finished run gives the changes a live
 :class:`Health` fed the same events would have given.
 
+Calibration (``bench/results/precursor_calibration.md``; first departure from healthy, the default
+set's events, lab runs of ``bench/lab_runs`` and shared real logs, ``OMP_NUM_THREADS=1
+.venv/bin/python bench/truth.py --skip-peers --min-severity info``): what makes early warnings
+mean something is that they coincide. On the lab runs the healthy runs' gradient spikes and logit
+growth come at different moments of the first few hundred steps, the diverging runs' together, so
+the window is what sets the false alarms: ``min_window`` 100 (the earlier default) went to watch on
+9/27 healthy lab runs, 50 on 7/27, 25 on 6/27, 10 (the default) on 2/27, each catching 15/16
+divergences before the labelled step (the warnings alone: 12/16). The shared runs do not move with
+it (1/75 runs labelled none leave healthy, by an overfitting warning; 16/18 spikes and divergences
+caught). ``min_families=3`` reaches 0/27 but catches 13/16, one more than the warnings alone.
+The window was chosen on those 16 divergences; on the 10 ramp runs added after it (26 in all) the
+default catches 21/26 before the labelled step (the warnings alone 18/26), 2/27 healthy runs still
+leaving healthy: the choice was optimistic, as choices on the set they are scored on are.
+
 Each :class:`HealthChange` names the step, the new and previous state, one sentence of reason
 and the events that moved it (with their detectors); ``to_dict`` gives plain JSON types.
 """
@@ -91,7 +105,7 @@ class Health:
     [(500, 'warning'), (701, 'healthy')]
     """
 
-    def __init__(self, *, min_families: int = 2, window_frac: float = 0.05, min_window: int = 100,
+    def __init__(self, *, min_families: int = 2, window_frac: float = 0.05, min_window: int = 10,
                  quiet_frac: float = 0.1, min_quiet: int = 200, families: Mapping[str, str] | None = None,
                  early_kinds: tuple[str, ...] = EARLY_KINDS,
                  recovery_kinds: tuple[str, ...] = ("recovery", "plateau_end")):

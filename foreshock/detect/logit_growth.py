@@ -29,8 +29,20 @@ event at the first point that is neither rising (``growth < min_growth``) nor hi
 min_ratio``, or no baseline yet). Non-finite values are skipped (the nonfinite detector reports them).
 
 The series are chosen by name patterns (``fnmatch``: ``attn/*/logit_max`` matches every layer), so
-``metrics`` is None. Both emit ``info`` by default: the shared real logs carry no logit series to
-measure false alarms on, so these are early warnings that :mod:`foreshock.detect.health` combines.
+``metrics`` is None. Both emit ``info`` by default: they are early warnings that
+:mod:`foreshock.detect.health` combines.
+
+Calibration (``bench/results/precursor_calibration.md``, ``OMP_NUM_THREADS=1 .venv/bin/python
+bench/truth.py --skip-peers --min-severity info``): the shared real logs carry no logit series; on
+the lab runs (``bench/lab_runs``, a small GPT with and without qk-layernorm) attention-logit growth
+fires before 11/16 divergences and on 14/27 healthy runs. Without qk-layernorm the attention
+logits of runs that stay healthy for their 300-900 steps grow 10- to over 100,000-fold over their
+early level too (to 1e3-5e7), as those of diverging runs do, so growth alone does not tell them
+apart: no setting earns ``warning``. A higher ``min_ratio`` (6: 10/16 and 13/27; 8: 8/16 and
+13/27), no burst rule (10/16 and 14/27) or judging only after the loss's initial fast descent
+(10/16 and 13/27) cut about as many divergences as healthy runs; judging only after the
+learning-rate warm-up misses the runs that diverge during it (3/16 and 9/27). The output-drift test
+fires on no lab or shared run.
 """
 
 from __future__ import annotations

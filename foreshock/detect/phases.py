@@ -500,17 +500,25 @@ class GrokkingDetector(Detector):
         Fraction of the room that still counts as the baseline, for the onset.
     min_delay : float
         The onset of the rise must be at least this multiple of the memorisation step (steps + 1).
+    patience : int
+        Validation points in a row with training accuracy unsaturated (and validation not risen) that
+        end a memorisation. Fewer are a dip: a transformer trained with AdamW and weight decay to near
+        zero training loss spikes every few hundred steps, its training accuracy falling for a few
+        dozen steps (the lab's ``grokking`` cpu preset); with ``patience=1`` each dip restarted the
+        memorisation clock and the later rise looked prompt, not delayed.
     """
 
     name = "grokking"
 
     def __init__(self, train: str = "train/acc", val: str = "val/acc", window: int = 3, saturation: float = 0.99,
                  plateau_tol: float = 0.005, plateau_min: float = 0.9, lag_level: float = 0.5, rise: float = 0.1,
-                 onset_rise: float = 0.02, min_delay: float = 2.0):
+                 onset_rise: float = 0.02, min_delay: float = 2.0, patience: int = 3):
         super().__init__()
-        if window < 1 or not 0 < saturation <= 1 or not 0 < rise < 1 or not 0 <= onset_rise < rise or min_delay < 1:
-            raise ValueError(f"need window >= 1, 0 < saturation <= 1, 0 <= onset_rise < rise < 1 and "
-                             f"min_delay >= 1, got {window=}, {saturation=}, {onset_rise=}, {rise=}, {min_delay=}")
+        if (window < 1 or not 0 < saturation <= 1 or not 0 < rise < 1 or not 0 <= onset_rise < rise or min_delay < 1
+                or patience < 1):
+            raise ValueError(f"need window >= 1, 0 < saturation <= 1, 0 <= onset_rise < rise < 1, min_delay >= 1 "
+                             f"and patience >= 1, got {window=}, {saturation=}, {onset_rise=}, {rise=}, "
+                             f"{min_delay=}, {patience=}")
         self.train = train
         self.val = val
         self.window = window
@@ -521,6 +529,7 @@ class GrokkingDetector(Detector):
         self.rise = rise
         self.onset_rise = onset_rise
         self.min_delay = min_delay
+        self.patience = patience
         self.metrics = (train, val)
         self._add_state("_train", [])
         self._add_state("_val", [])
@@ -556,8 +565,13 @@ class GrokkingDetector(Detector):
                                    "low_step": step}
             return []
         if not saturated and level <= mem["baseline"] + self.onset_rise * (1 - mem["baseline"]):
-            self._memorised = None  # training accuracy fell back before validation rose: not memorised any more
+            # training accuracy fell back before validation rose: a dip of a few points (the loss spikes
+            # of AdamW near zero training loss) leaves the memorisation standing; a lasting fall ends it
+            mem["dips"] = mem.get("dips", 0) + 1
+            if mem["dips"] >= self.patience:
+                self._memorised = None
             return []
+        mem["dips"] = 0
         mem["baseline"] = min(mem["baseline"], level)
         room = 1.0 - mem["baseline"]
         if level <= mem["baseline"] + self.onset_rise * room:

@@ -3,6 +3,7 @@
 import doctest
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 from detect_curves import DATA
@@ -42,11 +43,23 @@ def test_one_family_repeating_itself_is_one_signal():
 
 
 def test_info_from_two_families_far_apart_is_not_combined():
-    # window at step 5000 is max(100, 0.05 * 5000) = 250 steps
+    # window at step 5000 is max(10, 0.05 * 5000) = 250 steps
     assert health_timeline([ev("grad_spike", "info", 4000, "grad_spike"),
                             ev("logit_growth", "info", 5000, "logit_growth")]) == []
     assert states(health_timeline([ev("grad_spike", "info", 4800, "grad_spike"),
                                    ev("logit_growth", "info", 5000, "logit_growth")])) == [(5000, "watch")]
+
+
+def test_early_in_a_run_the_window_is_short_so_separate_transients_are_not_combined():
+    # window at step 150 is max(10, 0.05 * 150) = 10 steps: a gradient spike and logit growth 50 steps
+    # apart in the first few hundred steps are two separate moments, not one episode
+    assert health_timeline([ev("grad_spike", "info", 100, "grad_spike"),
+                            ev("logit_growth", "info", 150, "logit_growth")], last_step=300) == []
+    assert states(health_timeline([ev("grad_spike", "info", 142, "grad_spike"),
+                                   ev("logit_growth", "info", 150, "logit_growth")])) == [(150, "watch")]
+    # the window is a setting: the earlier 100-step floor combines the first pair
+    assert states(health_timeline([ev("grad_spike", "info", 100, "grad_spike"),
+                                   ev("logit_growth", "info", 150, "logit_growth")], min_window=100)) == [(150, "watch")]
 
 
 def test_families_can_group_detectors():
@@ -99,7 +112,7 @@ def test_phases_plateaus_and_change_points_are_not_health_problems_and_recoverie
 
 
 def test_streaming_in_chunks_with_step_ticks_equals_the_offline_timeline():
-    events = [ev("grad_spike", "info", 100, "grad_spike"), ev("logit_growth", "info", 150, "logit_growth"),
+    events = [ev("grad_spike", "info", 145, "grad_spike"), ev("logit_growth", "info", 150, "logit_growth"),
               ev("spike", "warning", 2000), ev("spike", "info", 2003, kind="recovery"),
               ev("divergence", "critical", 9000, kind="divergence"), ev("divergence", "info", 9500, kind="recovery")]
     offline = health_timeline(events, last_step=20_000)
@@ -158,3 +171,34 @@ def test_healthy_shared_runs_stay_healthy_and_broken_ones_do_not():
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+LAB = Path(__file__).resolve().parents[2] / "bench" / "lab_runs"
+
+
+@pytest.mark.skipif(not (LAB / "LABELS.csv").exists(), reason="lab runs not found")
+def test_lab_runs_healthy_ones_rarely_leave_healthy_and_divergences_are_caught():
+    import csv
+
+    import foreshock
+    from foreshock.detect import Monitor, default_detectors
+
+    with open(LAB / "LABELS.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["source"] == "lab-gpt-instability"]
+    left = {"default": 0, "min_window=100": 0}
+    caught, healthy, broken = 0, 0, 0
+    for row in rows:
+        run = foreshock.read(LAB / "gpt-instability" / (row["run_file"] + ".gz"))
+        events = Monitor(default_detectors()).replay(run)
+        changes = health_timeline(events, last_step=run.steps[1])
+        if row["event"] == "none":
+            healthy += 1
+            left["default"] += bool(changes)
+            left["min_window=100"] += bool(health_timeline(events, last_step=run.steps[1], min_window=100))
+        elif row["event"] == "divergence":
+            broken += 1
+            caught += bool(changes) and changes[0].step <= int(row["event_step"])
+    assert healthy and broken
+    assert left["default"] <= 0.1 * healthy  # measured: 2 of 24
+    assert left["min_window=100"] > 2 * left["default"]  # measured: 9 of 24, early spikes and growth combined
+    assert caught >= 0.75 * broken  # measured: 21 of 26 before the labelled step (15 of the first 16)
