@@ -60,7 +60,7 @@ def main() -> int:
     rows = ["| metrics | window | history | threshold | min_ratio | min_points | lab: caught / lead / FA | "
             "shared: caught / lead / FA |", "|---|---|---|---|---|---|---|---|"]
     for values in itertools.product(*GRID.values()):
-        params = dict(zip(GRID, values))
+        params = dict(zip(GRID, values, strict=True))
         res = score(data, **params)
         cells = []
         for ds in ("lab", "shared"):
