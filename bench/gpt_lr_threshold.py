@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,24 @@ def markdown(table: list[dict[str, object]]) -> str:
         span = f"{np.median(at):.3f} [{min(at):.3f}, {max(at):.3f}]" if at else "-"
         lines.append(f"| {key[0]} | {key[1]:g} | {len(at)}/{len(sel)} | {span} | {max(ok):.3f} |" if ok else
                      f"| {key[0]} | {key[1]:g} | {len(at)}/{len(sel)} | {span} | - |")
+    pairs = []  # the same peak, z_loss and seed, with and without qk_norm, both broken
+    for x in table:
+        if x["qk_norm"] or not x["broke"]:
+            continue
+        twin = next((y for y in table if y["qk_norm"] and y["broke"] and
+                     (y["peak"], y["z_loss"], y["seed"]) == (x["peak"], x["z_loss"], x["seed"])), None)
+        if twin is not None:
+            pairs.append(twin["lr"] - x["lr"])
+    if pairs:
+        d = np.array(pairs)
+        higher, lower = int((d > 1e-6).sum()), int((d < -1e-6).sum())
+        # two-sided sign test over the pairs that differ
+        n = higher + lower
+        p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(higher, lower) + 1)) / 2 ** n) if n else 1.0
+        lines += ["", f"Paired (same peak lr, z_loss and seed; both broke): {len(d)} pairs; the LR at the onset is "
+                      f"higher with qk_norm in {higher}, lower in {lower}, equal in {len(d) - n}; difference "
+                      f"median {np.median(d):+.3f} [min {d.min():+.3f}, max {d.max():+.3f}]; two-sided sign test "
+                      f"p = {p:.3f}."]
     return "\n".join(lines) + "\n"
 
 
