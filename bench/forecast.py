@@ -2,8 +2,11 @@
 
 Curves: the multi-power-law set (25M and 100M GPTs, nine schedules each, the LR logged at every
 point) and the modded-nanogpt speedrun records whose per-step training loss and LR multiplier are
-logged (GPT-2 124M class; LR: warm-up, constant, linear cool-down). For each run, fit on the first
-10/25/50% of its logged points with its known schedule and predict the loss at its last step.
+logged (GPT-2 124M class; LR: warm-up, constant, linear cool-down), and the Hugging Face Trainer
+fine-tunes of ``hf-trainer-state`` (t5-small, mT5-small, TinyLlama LoRA; LR logged, linear decay from
+the start), each its own model family and with no other run of its model, so no reference mode.
+For each run, fit on the first 10/25/50% of its logged points with its known schedule and predict the
+loss at its last step.
 
 Modes: the plain power law in steps (the baseline users fit by hand); the annealing law on the
 prefix alone, without a prior and with the default prior (:mod:`foreshock.forecast.prior`) fitted
@@ -14,7 +17,8 @@ modded-nanogpt: the previous record of the same track).
 
 The truth: the loss logged at the last step (multi-power-law curves are logged every 128 steps);
 for modded-nanogpt, whose training loss is one batch per step (noise about 0.1), the mean of the
-last 50 logged steps.
+last 50 logged steps; for the fine-tunes (each point already a mean over the logging interval, noise
+up to 0.05), the mean of the last 5.
 
     python bench/forecast_prior.py           # first: the per-run fits the left-out priors are built from
     python bench/forecast.py                 # writes bench/results/forecast.{md,json}
@@ -43,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
 DATA = SHARED / "multipowerlaw"
 MODDED = SHARED / "modded-nanogpt"
+HF = SHARED / "hf-trainer-state"
 RESULTS = ROOT / "bench" / "results"
 SCHEDULES = ("constant_24000", "constant_72000", "cosine_24000", "cosine_72000", "wsd_20000_24000",
              "wsdld_20000_24000", "wsdcon_3", "wsdcon_9", "wsdcon_18")
@@ -50,7 +55,9 @@ FRACTIONS = (0.10, 0.25, 0.50)
 # (law, how its schedule response is known)
 MODES = (("power", "alone"), ("annealing", "alone"), ("annealing", "prior"), ("multi-power", "alone"),
          ("annealing", "reference"), ("multi-power", "reference"))
-TAIL = 50  # modded-nanogpt truth: mean of the last TAIL logged training losses
+TAIL = {"modded-nanogpt": 50, "hf-trainer-state": 5}  # truth: mean of the last TAIL logged training losses
+FOLDERS = {"multipowerlaw": DATA, "modded-nanogpt": MODDED, "hf-trainer-state": HF}
+DATASETS = ("multipowerlaw", "modded-nanogpt", "hf-trainer-state", "all")
 
 
 def _label(law: str, how: str) -> str:
@@ -64,6 +71,16 @@ def modded_runs() -> list[str]:
     for path in sorted(MODDED.glob("t1_short__*.csv.gz")):
         run = foreshock.read(path)
         if "train/loss" in run and len(run["train/loss"]) >= 1000 and "opt/lr_mult" in run.names:
+            out.append(path.name.removesuffix(".csv.gz"))
+    return out
+
+
+def hf_runs() -> list[str]:
+    """Fine-tunes with 100+ training-loss points and a logged LR."""
+    out = []
+    for path in sorted(HF.glob("*.csv.gz")):
+        run = foreshock.read(path)
+        if "train/loss" in run and len(run["train/loss"]) >= 100 and "opt/lr" in run.names:
             out.append(path.name.removesuffix(".csv.gz"))
     return out
 
@@ -91,14 +108,14 @@ def left_out_prior(family: str) -> Prior:
 
 def one(job: tuple[str, str, float, str, str, int, list[str]]) -> dict:
     dataset, name, frac, law, how, n_boot, track = job
-    folder = DATA if dataset == "multipowerlaw" else MODDED
+    folder = FOLDERS[dataset]
     path = folder / f"{name}.csv.gz"
     run = foreshock.read(path)
     steps, loss = run.series("train/loss")
     keep = np.isfinite(loss)
     steps, loss = steps[keep], loss[keep]
     last = int(steps[-1])
-    truth = float(loss[-1]) if dataset == "multipowerlaw" else float(np.mean(loss[-TAIL:]))
+    truth = float(np.mean(loss[-TAIL.get(dataset, 1):]))
     reference: list = []
     prior: Prior | str | None = None
     if how == "reference":
@@ -120,7 +137,7 @@ def one(job: tuple[str, str, float, str, str, int, list[str]]) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
-    for dataset in ("multipowerlaw", "modded-nanogpt", "all"):
+    for dataset in DATASETS:
         for frac in sorted({r["fraction"] for r in rows}):
             for law, how in MODES:
                 mode = _label(law, how)
@@ -156,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     track = modded_runs()
     modded = track[::3] if args.quick else track
     names = [("multipowerlaw", f"{s}__{sc}") for s in sizes for sc in SCHEDULES] + \
-        [("modded-nanogpt", m) for m in modded]
-    jobs = [(ds, nm, fr, law, how, n_boot, track) for ds, nm in names for fr in fracs for law, how in MODES]
+        [("modded-nanogpt", m) for m in modded] + [("hf-trainer-state", h) for h in hf_runs()]
+    jobs = [(ds, nm, fr, law, how, n_boot, track) for ds, nm in names for fr in fracs for law, how in MODES
+            if how != "reference" or ds != "hf-trainer-state"]  # a fine-tune has no other run of its model
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(one, jobs))
@@ -179,18 +197,21 @@ def _markdown(command: str, summary: list[dict], rows: list[dict], seconds: floa
              f"Command: `python bench/forecast_prior.py && {command}` (from the repository root; {seconds:.0f} s "
              "on this machine, 2 workers).", "",
              "Data: `../shared/data/multipowerlaw` (25M and 100M GPTs, nine LR schedules each, training loss "
-             "every 128 steps from the end of the 2160-step warm-up, LR logged at every point) and the "
+             "every 128 steps from the end of the 2160-step warm-up, LR logged at every point), the "
              "`../shared/data/modded-nanogpt` track-1 records with per-step training loss and LR multiplier "
-             "(GPT-2 124M class). Each run is fitted on the first 10/25/50% of its logged points and its loss at "
-             "the last step is predicted (modded-nanogpt: against the mean of the last 50 steps, the per-step "
-             "loss being one batch). 'default prior': the shipped prior of the annealing law "
-             "(`bench/forecast_prior.py`), re-fitted here WITHOUT the run's own model family. 'reference': one "
+             "(GPT-2 124M class), and the `../shared/data/hf-trainer-state` fine-tunes (t5-small, mT5-small, "
+             "TinyLlama LoRA; LR logged; each its own family, no reference run). Each run is fitted on the "
+             "first 10/25/50% of its logged points and its loss at the last step is predicted (modded-nanogpt: "
+             "against the mean of the last 50 steps, the per-step loss being one batch; fine-tunes: the mean of "
+             "the last 5 logged points). 'default prior': the shipped prior of the annealing law "
+             "(`bench/forecast_prior.py`; its C as the loss an anneal from the peak to zero takes off by the "
+             "target, C * peak * anneal time), re-fitted here WITHOUT the run's own model family. 'reference': one "
              "complete run of another schedule of the same model (multi-power-law: cosine_24000, or "
              "wsd_20000_24000 for cosine_24000 itself; modded-nanogpt: the previous record); its response "
              "parameters and exponent become the prior, L0 and A are fitted on the prefix. Coverage: share of "
              "runs whose truth lies in the 90% interval (residual block bootstrap with refits and prior draws, "
              "widened by the law's extrapolation error measured on the prefix).", ""]
-    for dataset in ("multipowerlaw", "modded-nanogpt", "all"):
+    for dataset in DATASETS:
         part = [s for s in summary if s.get("dataset") == dataset]
         if not part:
             continue

@@ -6,12 +6,12 @@ the multi-power-law set (25M and 100M GPTs, nine schedules) and the modded-nanog
 (GPT-2 124M and 350M classes and a fixed-architecture optimizer benchmark, LR multipliers). Each run's
 loss (``train/loss`` when it has 50+ points, else ``val/loss``) is fitted with the annealing and the
 multi-power law over its whole length (less the first tenth, the transient ``forecast`` also leaves
-out), the parameters are put in LR-scale-free units
-(:func:`foreshock.forecast.prior.normalise`), grouped by model family, and summarised by
-:func:`foreshock.forecast.prior.prior_from_fits`.
+out), the parameters are put in units free of the LR's scale and of the decay's length
+(:func:`foreshock.forecast.prior.normalise`; the annealing law's ``C`` as the loss an anneal from the
+peak to zero takes off by the run's last step, ``C * peak * anneal_time``), grouped by model family,
+and summarised by :func:`foreshock.forecast.prior.prior_from_fits`.
 
     python bench/forecast_prior.py                       # writes foreshock/data/forecast_prior.json
-    python bench/forecast_prior.py --fits-only out.json  # the per-run fits only (bench/forecast.py uses them)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from foreshock.errors import ForeshockError
 from foreshock.forecast import schedule_from_run
 from foreshock.forecast.fit import fit_law
 from foreshock.forecast.laws import LAWS, design
-from foreshock.forecast.prior import normalise, prior_from_fits
+from foreshock.forecast.prior import Prior, anneal_time, normalise, prior_from_fits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -73,12 +73,13 @@ def fit_one(path: Path) -> dict | None:
     d = design(steps, lr)
     if d.dk is None or not np.any(d.dk > 0):
         return None  # no decay: the response parameters are not identified
-    peak = float(np.max(lr))
-    out = {"run": path.name, "family": family(path), "metric": metric, "points": len(steps), "peak": peak}
+    peak, anneal = float(np.max(lr)), anneal_time(lr, int(steps[-1]))
+    out = {"run": path.name, "family": family(path), "metric": metric, "points": len(steps), "peak": peak,
+           "anneal_time": anneal}
     for name in ("annealing", "multi-power"):
         fit = fit_law(LAWS[name], d, y)
         rmse = float(np.sqrt(np.mean(fit.residuals ** 2)))
-        out[name] = {"params": fit.params, "normalised": normalise(name, fit.params, peak), "rmse": rmse}
+        out[name] = {"params": fit.params, "normalised": normalise(name, fit.params, peak, anneal), "rmse": rmse}
     return out
 
 
@@ -99,6 +100,11 @@ def build(fits: list[dict], *, exclude_family: str | None = None) -> dict:
         for f in kept:
             groups.setdefault(f["family"], []).append(f[law]["normalised"])
         prior = prior_from_fits(law, groups, source=source, same_model=SAME_MODEL)
+        # a reference run carries C over as C * peak (foreshock.forecast.prior): its spread in those units
+        same = {fam: [normalise(law, f[law]["params"], f["peak"]) for f in kept if f["family"] == fam]
+                for fam in SAME_MODEL}
+        transfer = prior_from_fits(law, same, source=source, same_model=SAME_MODEL).transfer_sd
+        prior = Prior(law=law, params=prior.params, source=source, transfer_sd=transfer)
         if law in SHIPPED:
             priors.append(prior.to_dict())
         else:

@@ -19,13 +19,13 @@ SPEC = "wsd:peak=1e-3,final=1e-4,warmup=50,decay=800,total=4000"
 def _prefix_run(until=1500):
     sched = parse_schedule(SPEC)
     steps = np.arange(60, until + 1, 20)
-    # a response typical of public curves (C * peak near the default prior's median)
-    y = annealing_law(steps, sched.table(4000), 2.0, 0.8, 0.5, 0.2)
+    # a response typical of public curves (C * peak * anneal time near the default prior's median)
+    y = annealing_law(steps, sched.table(4000), 2.0, 0.8, 0.5, 0.45)
     y = y * (1 + 0.002 * np.random.default_rng(0).standard_normal(len(y)))
     b = RunBuilder()
     b.add_array("train/loss", steps, y)
     return b.build("prefix", source="test", format="test"), annealing_law(np.array([4000]), sched.table(4000),
-                                                                          2.0, 0.8, 0.5, 0.2)[0]
+                                                                          2.0, 0.8, 0.5, 0.45)[0]
 
 
 def test_a_schedule_adds_a_forecast_to_the_analysis():

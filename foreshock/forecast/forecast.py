@@ -13,7 +13,7 @@ from foreshock.errors import NotEnoughData
 from foreshock.forecast.backtest import extrapolation_error
 from foreshock.forecast.fit import fit_law, prediction_interval
 from foreshock.forecast.laws import LAWS, Law, design
-from foreshock.forecast.prior import Prior, default_prior, denormalise, normalise
+from foreshock.forecast.prior import FULL_ANNEAL, Prior, anneal_time, default_prior, denormalise, normalise
 from foreshock.forecast.schedules import Schedule, ScheduleError, parse_schedule, schedule_from_run
 from foreshock.run import Run
 
@@ -86,8 +86,10 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
     prior : Prior, "default" or None
         Without reference runs: the prior on the law's schedule-response parameters and exponent
         (:mod:`foreshock.forecast.prior`). ``"default"`` is the one shipped, fitted on public curves
-        of several model sizes; None fits the prefix alone (a response it has not seen then keeps
-        the fit's starting value, and ``sources`` says so).
+        of several model sizes, its ``C`` held as the loss an anneal from the peak to zero takes off
+        by the target (:mod:`foreshock.forecast.prior`), so that it carries over between LR scales and
+        decay lengths; None fits the prefix alone (a response it has not seen then keeps the fit's
+        starting value, and ``sources`` says so).
     fit_from : int or None
         The first step fitted. The laws describe the loss after its initial transient (the first
         few hundred steps of a language model fall from ln(vocab) faster than any of them), so by
@@ -118,6 +120,7 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
 
     sources = {p: f"fit on steps {int(steps[0])}-{last}" for p in the_law.params}
     peak = float(np.max(lr_all)) if lr_all is not None else 1.0
+    anneal = anneal_time(lr_all, target) if lr_all is not None else FULL_ANNEAL  # the prior's units at the target
     d_fit, d_target = design(steps, lr_fit), design(np.array([target]), lr_all)
     sees_decay = d_fit.dk is not None and bool(np.any(d_fit.dk > 0))
     the_prior: dict[str, tuple[float, float]] = {}
@@ -131,7 +134,7 @@ def forecast(run: Run, *, schedule: Schedule | str | None = None, metric: str | 
         chosen = default_prior(law) if isinstance(prior, str) else prior
         if chosen is not None:
             # only the schedule response: the prefix itself shows the exponent well enough (bench/forecast.py)
-            the_prior = {p: v for p, v in chosen.in_units_of(peak).items() if p in the_law.response}
+            the_prior = {p: v for p, v in chosen.in_units_of(peak, anneal).items() if p in the_law.response}
             for p, (mu, sd) in the_prior.items():
                 how = f"fit on steps {int(steps[0])}-{last} with the" if sees_decay else "the"
                 sources[p] = f"{how} default prior (median {np.exp(mu):.4g}, log-sd {sd:.2f}; {chosen.source})"
@@ -188,7 +191,9 @@ def _reference_prior(law: Law, reference: Sequence[Run | tuple[Run, Schedule]], 
                      max_points: int, peak: float) -> tuple[dict[str, tuple[float, float]], str]:
     """Fit ``law`` on each complete reference run; the prior is centred on their median (in LR-scale-free
     units, so a reference that logged an LR multiplier serves a run that logged the LR) with the
-    between-schedule spread of the shipped prior."""
+    between-schedule spread of the shipped prior. A reference is a run of the same model, so its ``C``
+    carries over as ``C * peak``, without the default prior's anneal time (see
+    :mod:`foreshock.forecast.prior`)."""
     shipped = default_prior(law.name)
     transfer = dict(shipped.transfer_sd) if shipped is not None else {}
     normalised: list[dict[str, float]] = []

@@ -17,9 +17,21 @@ draws the prior's centre anew in every replicate, so the interval carries what t
 know.
 
 Parameters are compared across runs in units that do not depend on the LR's scale (a run may log
-the LR or a multiplier of it): ``C * peak`` for the annealing law's ``C``, ``B * peak`` and
-``C * peak ** (1 - gamma)`` for the multi-power law (``peak``: the schedule's highest LR); the
-exponents as they are. Each prior is on the natural log of that normalised value.
+the LR or a multiplier of it): ``B * peak`` and ``C * peak ** (1 - gamma)`` for the multi-power law
+(``peak``: the schedule's highest LR), the exponents as they are, and for the annealing law's ``C``,
+which also depends on how long the decay is, the loss an anneal from the peak to zero takes off by
+the target step, ``C * peak * anneal_time`` (:func:`anneal_time`: the annealing area ``S2`` at the
+target per unit of LR decay). The annealing area's momentum has a fixed time constant
+(``1 / (1 - lam)``, 1000 steps), so a decay of a few hundred steps that ends at the target has built
+up only part of it, and ``C * peak`` alone is the larger the shorter the decay: on the public curves
+of ``bench/forecast_prior.py`` (decays of 600 to 70000 steps) the model families' medians of
+``C * peak`` lie between 1.2e-4 and 3.7e-4, those of ``C * peak * anneal_time`` between 0.12 and 0.17.
+That is the default prior's unit. A reference run is of the same model, and there ``C * peak`` is the
+steadier of the two (log-sd 0.06 between the nine schedules of one multi-power-law model, whose decays
+end at different anneal times, against 0.10): reference runs carry ``C`` over in units of
+``C * peak`` (``anneal = FULL_ANNEAL``, the default of :func:`normalise`), and ``transfer_sd`` is
+measured in those units.
+Each prior is on the natural log of the normalised value.
 """
 
 from __future__ import annotations
@@ -32,7 +44,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["LogNormal", "Prior", "default_prior", "denormalise", "normalise", "prior_from_fits"]
+import numpy as np
+
+from foreshock.forecast.laws import annealing_area, decay_steps
+
+__all__ = ["LogNormal", "Prior", "anneal_time", "default_prior", "denormalise", "normalise", "prior_from_fits"]
+
+LAM = 0.999  # the annealing law's momentum (the default of foreshock.forecast.laws.design)
+FULL_ANNEAL = 1.0 / (1.0 - LAM)  # anneal_time of a decay that ended long before the target
 
 #: the parameters a prior speaks for, per law
 PRIOR_PARAMS = {"annealing": ("alpha", "C"), "multi-power": ("alpha", "B", "C", "beta", "gamma")}
@@ -59,12 +78,13 @@ class Prior:
     source: str
     transfer_sd: Mapping[str, float] = field(default_factory=dict)  # between schedules of one model
 
-    def in_units_of(self, peak: float) -> dict[str, tuple[float, float]]:
-        """``{param: (mu, sd)}`` on ``log(param)`` in the units of a schedule whose highest LR is ``peak``."""
+    def in_units_of(self, peak: float, anneal: float = FULL_ANNEAL) -> dict[str, tuple[float, float]]:
+        """``{param: (mu, sd)}`` on ``log(param)`` in the units of a schedule whose highest LR is ``peak``
+        and whose :func:`anneal_time` at the target step is ``anneal``."""
         gamma = math.exp(self.params["gamma"].mu) if "gamma" in self.params else 0.0
         out = {}
         for name, p in self.params.items():
-            out[name] = (p.mu - math.log(_unit(self.law, name, peak, gamma)), p.sd)
+            out[name] = (p.mu - math.log(_unit(self.law, name, peak, gamma, anneal)), p.sd)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,10 +99,29 @@ class Prior:
                    transfer_sd={k: float(v) for k, v in d.get("transfer_sd", {}).items()})
 
 
-def _unit(law: str, name: str, peak: float, gamma: float) -> float:
+def anneal_time(lr: np.ndarray, step: int, lam: float = LAM) -> float:
+    """The annealing area at ``step`` per unit of LR decay: ``S2(step) / (peak - lr[step - 1])``, in steps.
+
+    ``S2`` (:func:`~foreshock.forecast.laws.annealing_area`) sums a momentum of the LR's decreases,
+    so a decay that ended long before ``step`` holds ``1 / (1 - lam)`` steps' worth of it per unit
+    of decay (1000 at ``lam = 0.999``) whatever its shape, and one still under way holds less (a linear
+    decay of ``D << 1000`` steps that ends at ``step``: about ``D / 2``). Clipped to
+    ``[1, 1 / (1 - lam)]``; ``1 / (1 - lam)`` where the LR has not fallen by ``step``.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    if not 1 <= step <= len(lr):
+        raise ValueError(f"step={step}: expected 1..{len(lr)} (the LR table's length)")
+    full = 1.0 / (1.0 - lam)
+    drop = float(np.sum(decay_steps(lr)[:step]))
+    if drop <= 1e-9 * float(np.max(np.abs(lr))):
+        return full
+    return float(np.clip(annealing_area(lr, lam)[step] / drop, 1.0, full))
+
+
+def _unit(law: str, name: str, peak: float, gamma: float, anneal: float = FULL_ANNEAL) -> float:
     """The factor that turns a parameter into its normalised value (``normalised = value * unit``)."""
     if name == "C" and law == "annealing":
-        return peak
+        return peak * anneal
     if name == "B":
         return peak
     if name == "C" and law == "multi-power":
@@ -90,16 +129,19 @@ def _unit(law: str, name: str, peak: float, gamma: float) -> float:
     return 1.0
 
 
-def normalise(law: str, params: Mapping[str, float], peak: float) -> dict[str, float]:
-    """The prior's parameters of a fit, in LR-scale-free units (see the module docstring)."""
+def normalise(law: str, params: Mapping[str, float], peak: float,
+              anneal: float = FULL_ANNEAL) -> dict[str, float]:
+    """The prior's parameters of a fit, in units free of the LR's scale and the decay's length (see the
+    module docstring; ``anneal``: the schedule's :func:`anneal_time` at the step the fit speaks for)."""
     gamma = float(params.get("gamma", 0.0))
-    return {p: float(params[p]) * _unit(law, p, peak, gamma) for p in PRIOR_PARAMS[law] if p in params}
+    return {p: float(params[p]) * _unit(law, p, peak, gamma, anneal) for p in PRIOR_PARAMS[law] if p in params}
 
 
-def denormalise(law: str, values: Mapping[str, float], peak: float) -> dict[str, float]:
+def denormalise(law: str, values: Mapping[str, float], peak: float,
+                anneal: float = FULL_ANNEAL) -> dict[str, float]:
     """Inverse of :func:`normalise` (``gamma`` taken from ``values``)."""
     gamma = float(values.get("gamma", 0.0))
-    return {p: float(v) / _unit(law, p, peak, gamma) for p, v in values.items()}
+    return {p: float(v) / _unit(law, p, peak, gamma, anneal) for p, v in values.items()}
 
 
 @cache
@@ -124,8 +166,6 @@ def prior_from_fits(law: str, fits: Mapping[str, list[Mapping[str, float]]], *, 
     within-family spread over the ``same_model`` families only (runs of one model under different
     schedules): how far a reference run's value is from another schedule's, on that model.
     """
-    import numpy as np
-
     params: dict[str, LogNormal] = {}
     transfer: dict[str, float] = {}
     for p in PRIOR_PARAMS[law]:
@@ -144,8 +184,6 @@ def prior_from_fits(law: str, fits: Mapping[str, list[Mapping[str, float]]], *, 
 
 
 def _pooled_var(groups: list) -> float:
-    import numpy as np
-
     num = sum(float(np.sum((g - np.mean(g)) ** 2)) for g in groups if len(g) > 1)
     dof = sum(len(g) - 1 for g in groups if len(g) > 1)
     return num / dof if dof else 0.0

@@ -1,13 +1,22 @@
 """Priors on the schedule-response parameters: units, the summary of public fits, and what they do to a fit."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from foreshock.forecast import LAWS, fit_law, forecast, parse_schedule, prediction_interval
 from foreshock.forecast.laws import annealing_law, design
-from foreshock.forecast.prior import LogNormal, Prior, default_prior, denormalise, normalise, prior_from_fits
+from foreshock.forecast.prior import (
+    LogNormal,
+    Prior,
+    anneal_time,
+    default_prior,
+    denormalise,
+    normalise,
+    prior_from_fits,
+)
 from foreshock.run import RunBuilder
 
 
@@ -20,14 +29,32 @@ def _run(steps, loss):
 def test_units_do_not_depend_on_the_scale_of_the_lr():
     # a run that logs the LR and one that logs a multiplier of it must get the same normalised values
     params = {"alpha": 0.5, "C": 2.0, "L0": 3.0}
-    assert normalise("annealing", params, 1e-3) == {"alpha": 0.5, "C": pytest.approx(2e-3)}
-    assert denormalise("annealing", normalise("annealing", params, 1e-3), 1e-3) == {"alpha": 0.5,
-                                                                                   "C": pytest.approx(2.0)}
+    # C * peak * anneal time: the loss an anneal from the peak to zero takes off
+    assert normalise("annealing", params, 1e-3, 250.0) == {"alpha": 0.5, "C": pytest.approx(0.5)}
+    assert normalise("annealing", params, 1e-3) == {"alpha": 0.5, "C": pytest.approx(2.0)}  # a full anneal: 1000
+    assert denormalise("annealing", normalise("annealing", params, 1e-3, 250.0), 1e-3, 250.0) == \
+        {"alpha": 0.5, "C": pytest.approx(2.0)}
     mp = {"alpha": 0.5, "B": 400.0, "C": 2.0, "beta": 0.6, "gamma": 0.5}
     back = denormalise("multi-power", normalise("multi-power", mp, 3e-4), 3e-4)
     assert back == pytest.approx(mp)
-    prior = Prior("annealing", {"C": LogNormal(math.log(2e-3), 0.5)}, source="test")
-    assert prior.in_units_of(1e-3)["C"] == (pytest.approx(math.log(2.0)), 0.5)
+    prior = Prior("annealing", {"C": LogNormal(math.log(0.2), 0.5)}, source="test")
+    assert prior.in_units_of(1e-3, 500.0)["C"] == (pytest.approx(math.log(0.4)), 0.5)
+
+
+def test_anneal_time_is_the_annealing_area_per_unit_of_decay():
+    # one drop of 0.5 at step 3, then constant: m = 0.5, 0.25, 0.125 (lam 0.5), S2(6) = 0.875, per 0.5 of decay
+    lr = np.array([1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+    assert anneal_time(lr, 6, lam=0.5) == pytest.approx(1.75)
+    assert anneal_time(7 * lr, 6, lam=0.5) == pytest.approx(1.75)  # an LR multiplier: the same
+    assert anneal_time(lr, 3, lam=0.5) == 2.0  # no decay yet: the full 1 / (1 - lam)
+    # default momentum 0.999: a decay long over holds the full 1000 steps, a short one ending at the step less
+    long_over = np.concatenate([np.ones(100), np.full(20000, 0.1)])
+    assert anneal_time(long_over, 20100) == pytest.approx(1000.0, rel=1e-6)
+    short = np.concatenate([np.ones(1000), np.linspace(1.0, 0.0, 201)[1:]])  # linear to 0 over 200 steps
+    assert 90 < anneal_time(short, 1200) < 100.5  # about D / 2, a little less: the momentum leaks
+    assert anneal_time(np.ones(50), 50) == pytest.approx(1000.0)
+    with pytest.raises(ValueError, match="step=51"):
+        anneal_time(np.ones(50), 51)
 
 
 def test_prior_from_fits_weights_each_family_once_and_adds_both_spreads():
@@ -115,3 +142,20 @@ def test_forecast_says_where_each_parameter_came_from():
     assert seen.sources["C"].startswith("fit on steps 360-3600 with the default prior")  # 360: the transient left out
     with pytest.raises(ValueError, match="prior='flat'"):
         forecast(run, schedule=sched, fit_until=1500, law="annealing", prior="flat")
+
+
+def test_the_default_prior_holds_the_anneal_drop_so_a_shorter_decay_gets_a_larger_c():
+    # the prior speaks for C * peak * anneal_time: a decay of 100 steps that ends at the target builds up
+    # less annealing area than one of 800, so the same drop needs a larger C
+    sched, steps, lr, theta, y = _wsd_case()
+    run = _run(steps, y)
+    short = parse_schedule("wsd:peak=1e-3,final=1e-4,warmup=50,decay=100,total=4000")
+    medians = []
+    for s in (sched, short):
+        f = forecast(run, schedule=s, fit_until=1500, law="annealing", n_boot=5)
+        medians.append(float(re.search(r"median ([0-9.e+-]+),", f.sources["C"]).group(1)))
+        expected = default_prior("annealing").params["C"].median / (1e-3 * anneal_time(s.table(4000), 4000))
+        assert medians[-1] == pytest.approx(expected, rel=1e-3)
+    assert medians[1] / medians[0] == pytest.approx(anneal_time(lr, 4000) / anneal_time(short.table(4000), 4000),
+                                                    rel=2e-3)
+    assert medians[1] > 3 * medians[0]
