@@ -641,18 +641,22 @@ class GrokkingDetector(Detector):
         return events
 
 class EdgeOfStabilityDetector(Detector):
-    """The sharpness reaches the edge of stability: ``lambda_max * lr / 2`` near or above 1 (info).
+    """The sharpness reaches the edge of stability: ``lambda_max / edge`` near or above 1 (info).
 
     Gradient descent on a quadratic with curvature ``lambda`` is stable while ``lambda < 2 / lr``;
     full-batch training drives the top Hessian eigenvalue up to that edge and then hovers there
     (progressive sharpening, then the edge of stability). The ratio is the lower median of the last
-    ``window`` values of ``lambda_max * lr / 2``; the detector fires when it reaches ``threshold``
-    and says so again (kind ``edge_of_stability_end``) when the whole window falls below ``release``
-    (at the edge the sharpness oscillates about ``2 / lr`` from one step to the next).
+    ``window`` values of ``lambda_max / edge`` (``lambda_max * lr / 2`` for gradient descent); the
+    detector fires when it reaches ``threshold`` and says so again (kind ``edge_of_stability_end``)
+    when the whole window falls below ``release`` (at the edge the sharpness oscillates about
+    ``2 / lr`` from one step to the next).
 
-    For adaptive optimisers (Adam and its kin) the edge is set by the *preconditioned* sharpness,
-    the top eigenvalue of ``P^-1 H``; ``preconditioned`` says which one the series holds, and the
-    evidence repeats it.
+    For Adam the edge is set by the *preconditioned* sharpness, the top eigenvalue of ``P^-1 H``
+    with ``P`` Adam's diagonal second-moment preconditioner, and it lies at
+    ``(2 + 2 beta1) / ((1 - beta1) lr)`` (38 / lr for ``beta1 = 0.9``; Cohen et al. 2022, "Adaptive
+    gradient methods at the edge of stability"). With ``preconditioned`` the series is taken to be
+    that sharpness and the ratio is ``lambda_max * lr * (1 - beta1) / (2 + 2 beta1)``; the evidence
+    names the sharpness and the edge used (``edge``, ``edge_rule``).
 
     Parameters
     ----------
@@ -663,22 +667,30 @@ class EdgeOfStabilityDetector(Detector):
     threshold, release : float
         The ratio that starts and the ratio that ends an episode.
     preconditioned : bool
-        Whether ``sharpness`` is the preconditioned sharpness (for adaptive optimisers).
+        Whether ``sharpness`` is Adam's preconditioned sharpness (then the edge is Adam's).
+    beta1 : float
+        Adam's momentum coefficient, in ``[0, 1)``; used only with ``preconditioned``.
     """
 
     name = "edge_of_stability"
 
     def __init__(self, sharpness: str = "probe/hessian/lambda_max", lr: str = "opt/lr", window: int = 5,
-                 threshold: float = 0.9, release: float = 0.7, preconditioned: bool = False):
+                 threshold: float = 0.9, release: float = 0.7, preconditioned: bool = False, beta1: float = 0.9):
         super().__init__()
         if window < 1 or not 0 < release < threshold:
             raise ValueError(f"need window >= 1 and 0 < release < threshold, got {window=}, {release=}, {threshold=}")
+        if not 0 <= beta1 < 1:
+            raise ValueError(f"beta1 must be in [0, 1), got {beta1}")
         self.sharpness = sharpness
         self.lr = lr
         self.window = window
         self.threshold = threshold
         self.release = release
         self.preconditioned = preconditioned
+        self.beta1 = beta1
+        # the edge is edge_lr / lr: 2 / lr for gradient descent, Adam's (2 + 2 beta1) / ((1 - beta1) lr)
+        self._edge_lr = (2 + 2 * beta1) / (1 - beta1) if preconditioned else 2.0
+        self._rule = "(2 + 2 beta1) / ((1 - beta1) lr)" if preconditioned else "2 / lr"
         self.metrics = (lr, sharpness)
         self._add_state("_lr", None)
         self._add_state("_ratios", [])
@@ -694,7 +706,7 @@ class EdgeOfStabilityDetector(Detector):
         if not math.isfinite(lam):
             return []
         step = int(step)
-        raw = lam * self._lr / 2.0
+        raw = lam * self._lr / self._edge_lr
         push(self._ratios, raw, self.window)
         push(self._steps, step, self.window)
         if len(self._ratios) < self.window:
@@ -723,9 +735,9 @@ class EdgeOfStabilityDetector(Detector):
         return self._event(
             "edge_of_stability_end", "info", step, ep["onset"],
             f"{self.sharpness} fell back below the edge of stability at step {step}: "
-            f"lambda_max * lr / 2 = {ratio:.3g}, all of the last {self.window} below {self.release}.",
+            f"lambda_max / edge = {ratio:.3g}, all of the last {self.window} below {self.release}.",
             metric=self.sharpness, ratio=ratio, release=self.release, lambda_max=lam, lr=self._lr,
-            two_over_lr=2.0 / self._lr, episode_step=ep["step"], window=self.window)
+            episode_step=ep["step"], window=self.window, **self._edge_evidence())
 
     def scan(self, series: SeriesMap) -> list[Event]:
         """The events of ``update`` over whole series, computed with numpy; leaves the same state."""
@@ -739,7 +751,7 @@ class EdgeOfStabilityDetector(Detector):
         pos = np.searchsorted(ls, ss, side="right") - 1  # the LR logged at the same step counts
         keep = (pos >= 0) & np.isfinite(sv)
         ss, sv, lr = ss[keep], sv[keep], lv[pos[keep]] if len(lv) else np.zeros(0)
-        raw = sv * lr / 2.0
+        raw = sv * lr / self._edge_lr
         n = len(raw)
         events: list[Event] = []
         if n >= w:
@@ -773,13 +785,20 @@ class EdgeOfStabilityDetector(Detector):
         return events
 
     def _eos(self, step: int, onset: int, ratio: float, lam: float) -> Event:
-        which = ("the preconditioned sharpness (top eigenvalue of P^-1 H)" if self.preconditioned else
+        which = ("Adam's preconditioned sharpness (top eigenvalue of P^-1 H)" if self.preconditioned else
                  "the raw Hessian's top eigenvalue; with Adam-like optimisers the preconditioned sharpness "
                  "is what sets the edge")
         return self._event(
             "edge_of_stability", "info", step, onset,
-            f"{self.sharpness} = {lam:.4g} is at the edge of stability 2/lr = {2.0 / self._lr:.4g} "
-            f"(lambda_max * lr / 2 = {ratio:.3g}, threshold {self.threshold}) from step {onset}.",
+            f"{self.sharpness} = {lam:.4g} is at the edge of stability {self._rule} = "
+            f"{self._edge_lr / self._lr:.4g} (lambda_max / edge = {ratio:.3g}, threshold {self.threshold}) "
+            f"from step {onset}.",
             metric=self.sharpness, ratio=ratio, threshold=self.threshold, lambda_max=lam, lr=self._lr,
-            two_over_lr=2.0 / self._lr, sharpness_kind=which, preconditioned=self.preconditioned,
-            window=self.window)
+            sharpness_kind=which, preconditioned=self.preconditioned, window=self.window, **self._edge_evidence())
+
+    def _edge_evidence(self) -> dict[str, Any]:
+        """The edge the ratio was taken against, its rule, and (for gradient descent) ``two_over_lr``."""
+        edge = self._edge_lr / self._lr
+        if self.preconditioned:
+            return {"edge": edge, "edge_rule": self._rule, "beta1": self.beta1}
+        return {"edge": edge, "edge_rule": self._rule, "two_over_lr": edge}

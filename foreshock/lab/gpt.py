@@ -37,6 +37,19 @@ above ``ln 256`` (the loss of a uniform guess, about where the run starts) for `
 in a row: the run has diverged and has nothing more to teach. The losses are read on the host
 every :data:`CHECK_EVERY` steps only (one synchronisation per check), so a few steps past the
 first bad one are always recorded.
+
+With ``sharpness_every`` N > 0, every N steps (from step N on, once AdamW has a second moment) the
+run also logs ``probe/hessian/lambda_max_precond``, the top eigenvalue of ``P^-1 H``: ``H`` the
+Hessian of the step's objective on the step's own batch at the weights before the update, computed
+in fp32 whatever ``precision`` says, and ``P = diag(sqrt(v_hat) + eps)`` AdamW's bias-corrected
+second-moment preconditioner. It comes from ``sharpness_iters`` Lanczos steps (Hessian-vector
+products by double backward) on the symmetric ``P^-1/2 H P^-1/2``, warm-started from the previous
+probe's eigenvector (:func:`lanczos_top`: power iteration would find the large negative eigenvalues
+this operator has early in training). Cohen et al. 2022 ("Adaptive gradient methods at the edge of
+stability"): Adam is stable while it stays below ``(2 + 2 beta1) / ((1 - beta1) lr)``, so the
+run logs that ratio too, ``probe/eos_ratio = lr * lambda * (1 - beta1) / (2 + 2 beta1)``. On the
+slow ramps it is no precursor of the divergence: it reaches the edge early in stable and diverging
+runs alike (``bench/results/gpt_sharpness_precursor.md``). A probe costs about 30 training steps.
 """
 
 from __future__ import annotations
@@ -51,13 +64,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from foreshock.forecast.schedules import parse_schedule
 from foreshock.lab.base import Label, Workload, register
 from foreshock.lab.corpus import VOCAB, corpus_bytes, train_val_split
+from foreshock.lab.eos import COLD_START_FACTOR
 
 __all__ = ["CPU_STABLE_LR", "CPU_UNSTABLE_LR", "CHECK_EVERY", "DEFAULTS", "GPT", "WORKLOAD", "FitResult",
-           "QKVProjection", "build", "fit", "lm_loss", "lr_table", "train"]
+           "QKVProjection", "adam_edge_ratio", "build", "fit", "lanczos_top", "lm_loss", "lr_table",
+           "preconditioned_sharpness", "train"]
 
 CHECK_EVERY = 10  # steps between host reads of the loss for the stop rule
 
@@ -81,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "patience": 50,  # steps above ln 256 in a row that end the run as diverged
     "device": "auto",  # auto (cuda when available) | cpu | cuda
     "precision": "bf16",  # bf16 (autocast: matmuls in bfloat16, as large runs train) | fp32
+    "sharpness_every": 0,  # steps between preconditioned-sharpness probes (0: off)
+    "sharpness_iters": 10,  # power-iteration steps per probe (warm-started)
 }
 
 #: learning rates of the cpu preset measured in bench/gpt_lr_grid.py (bench/results/gpt_instability_cpu.md):
@@ -290,6 +308,10 @@ def fit(config: dict[str, Any], watch: Callable[[nn.Module, torch.optim.Optimize
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config["precision"] == "bf16")
     ceiling = math.log(VOCAB)  # a uniform guess: a run above it for `patience` steps has learnt nothing
 
+    every, iters = int(config["sharpness_every"]), int(config["sharpness_iters"])
+    if every < 0 or (every and iters < 1):
+        raise ValueError(f"sharpness_every must be >= 0 and sharpness_iters >= 1, got {every}, {iters}")
+    eigvec: torch.Tensor | None = None
     mon = watch(model, optimizer)
     losses: list[float] = []
     pending: list[torch.Tensor] = []
@@ -303,6 +325,12 @@ def fit(config: dict[str, Any], watch: Callable[[nn.Module, torch.optim.Optimize
             metrics["val/loss"] = _evaluate(model, val_x, val_y, autocast)
         starts = torch.randint(0, len(train_data) - seq - 1, (batch,), generator=gen).to(device)
         x, y = _windows(train_data, starts, offsets)
+        if every and t >= every and t % every == 0:
+            # a cold start (the first probe) gets more iterations than a warm one
+            lam, eigvec = preconditioned_sharpness(model, optimizer, x, y, z_loss, eigvec,
+                                                   iters if eigvec is not None else iters * COLD_START_FACTOR)
+            metrics["probe/hessian/lambda_max_precond"] = lam
+            metrics["probe/eos_ratio"] = adam_edge_ratio(lam, float(lrs[t]), optimizer.param_groups[0]["betas"][0])
         with autocast:
             logits = model(x)
         ce, objective = lm_loss(logits, y, z_loss)
@@ -325,6 +353,97 @@ def fit(config: dict[str, Any], watch: Callable[[nn.Module, torch.optim.Optimize
                 break
     return FitResult(losses=losses, stopped=stopped, cpu_s=time.process_time() - cpu0,
                      wall_s=time.perf_counter() - wall0)
+
+
+def preconditioned_sharpness(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                             y: torch.Tensor, z_loss: float = 0.0, start: torch.Tensor | None = None,
+                             iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenvalue of ``P^-1 H`` on the batch ``(x, y)``: ``(lambda, unit eigenvector of P^-1/2 H P^-1/2)``.
+
+    ``H`` is the Hessian of the objective (:func:`lm_loss` with ``z_loss``) in fp32, ``P`` the
+    optimizer's ``diag(sqrt(exp_avg_sq / (1 - beta2^t)) + eps)``; every parameter must have Adam
+    state (take at least one step first). ``start`` is the previous eigenvector, flat over the
+    parameters in the optimizer's order (a random one when None). The forward pass runs in
+    evaluation mode (the model has no dropout, so the loss is the same), which keeps it out of the
+    monitor's training-forward hooks.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    scale = []
+    for group in optimizer.param_groups:
+        beta2, eps = group["betas"][1], group["eps"]
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state:
+                raise ValueError("preconditioned_sharpness: the optimizer has no second moment for a parameter "
+                                 "yet; take an optimizer step first")
+            v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+            scale.append((v_hat.sqrt() + eps).rsqrt().flatten())
+    d = torch.cat(scale)
+    was_training = model.training
+    model.eval()
+    try:
+        # the fused attention kernels have no double backward: the math one is plain autograd ops
+        with torch.autocast(x.device.type, enabled=False), sdpa_kernel(SDPBackend.MATH):
+            objective = lm_loss(model(x), y, z_loss)[1]
+        grads = torch.autograd.grad(objective, params, create_graph=True)
+    finally:
+        model.train(was_training)
+    sizes = [p.numel() for p in params]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:  # P^-1/2 H P^-1/2 v, one Hessian-vector product
+        u = [c.view_as(p) for c, p in zip((d * v).split(sizes), params, strict=True)]
+        hv = torch.autograd.grad(grads, params, grad_outputs=u, retain_graph=True)
+        return d * torch.cat([h.flatten() for h in hv])
+
+    v0 = torch.randn(len(d), device=d.device) if start is None else start
+    return lanczos_top(matvec, v0, iters)
+
+
+def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor,
+                iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest eigenvalue of a symmetric operator by ``iters`` Lanczos steps: ``(lambda, unit Ritz vector)``.
+
+    Unlike power iteration, which finds the eigenvalue of largest *magnitude*, Lanczos gives the
+    algebraically largest one: the preconditioned Hessian of a network early in training has
+    negative eigenvalues far larger in size than its top one (directions with a tiny second moment
+    are scaled up by ``1 / sqrt(eps)``), and power iteration would return those. Each step is one
+    ``matvec``; the Krylov basis is re-orthogonalised in full (``iters`` vectors are kept). ``v0``
+    (any norm, not zero) is the start: the previous probe's Ritz vector makes a warm one. A
+    ``matvec`` that gives NaN or Inf (a diverged model) gives a NaN eigenvalue and ``v0`` back, unit.
+    """
+    if iters < 1:
+        raise ValueError(f"lanczos_top: iters must be >= 1, got {iters}")
+    basis = [v0 / v0.norm()]
+    alpha: list[torch.Tensor] = []
+    beta: list[torch.Tensor] = []
+    for j in range(iters):
+        w = matvec(basis[j])
+        alpha.append(w @ basis[j])
+        for q in basis:  # full re-orthogonalisation, twice is enough (Kahan)
+            w = w - (w @ q) * q
+        for q in basis:
+            w = w - (w @ q) * q
+        b = w.norm()
+        if j == iters - 1 or not b > 1e-6 * alpha[0].abs().clamp_min(1e-30):  # the Krylov space is invariant
+            break
+        beta.append(b)
+        basis.append(w / b)
+    k = len(alpha)
+    t = torch.diag(torch.stack(alpha).double())
+    if k > 1:
+        off = torch.stack(beta[:k - 1]).double()
+        t = t + torch.diag(off, 1) + torch.diag(off, -1)
+    if not torch.isfinite(t).all():  # a diverged run: NaN is the measurement; the start stays for the next probe
+        return torch.tensor(math.nan, dtype=v0.dtype, device=v0.device), basis[0]
+    evals, evecs = torch.linalg.eigh(t.cpu())
+    coef = evecs[:, -1].to(v0.device, v0.dtype)
+    vec = sum(c * q for c, q in zip(coef, basis, strict=False))
+    return evals[-1].to(v0.dtype), vec / vec.norm()
+
+
+def adam_edge_ratio(sharpness: Any, lr: float, beta1: float = 0.9) -> Any:
+    """``sharpness`` over Adam's edge of stability ``(2 + 2 beta1) / ((1 - beta1) lr)``: 1 is the edge."""
+    return sharpness * lr * (1 - beta1) / (2 + 2 * beta1)
 
 
 def _windows(data: torch.Tensor, starts: torch.Tensor,

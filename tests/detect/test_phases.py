@@ -232,6 +232,26 @@ def test_edge_of_stability_fires_once_as_sharpness_reaches_two_over_lr_and_ends_
     assert 500 <= end.step <= 505
 
 
+def test_preconditioned_sharpness_is_compared_with_adams_edge():
+    # Adam, beta1 = 0.5, lr = 0.1: the edge is (2 + 1) / (0.5 * 0.1) = 60; gradient descent's would be 20
+    t = np.arange(40)
+    sharp = np.where(t < 20, 30.0, 57.0)  # ratio 0.5 then 0.95 against Adam's edge; both above 2/lr
+    run = run_of(probe__hessian__lambda_max_precond=(t, sharp), opt__lr=(t, np.full(len(t), 0.1)))
+    det = EdgeOfStabilityDetector(sharpness="probe/hessian/lambda_max_precond", preconditioned=True, beta1=0.5,
+                                  window=3)
+    events = replay(det, run)
+    assert [(e.kind, e.step, e.onset_step) for e in events] == [("edge_of_stability", 21, 20)]
+    ev = events[0].evidence
+    assert ev["edge"] == pytest.approx(60.0) and ev["ratio"] == pytest.approx(0.95) and ev["beta1"] == 0.5
+    assert ev["edge_rule"] == "(2 + 2 beta1) / ((1 - beta1) lr)" and ev["preconditioned"] is True
+    assert "two_over_lr" not in ev and "Adam's preconditioned" in ev["sharpness_kind"]
+    # the same series read as a raw Hessian eigenvalue is past 2/lr from the start
+    raw = replay(EdgeOfStabilityDetector(sharpness="probe/hessian/lambda_max_precond", window=3), run)
+    assert raw[0].step == 2 and raw[0].evidence["edge"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="beta1"):
+        EdgeOfStabilityDetector(preconditioned=True, beta1=1.0)
+
+
 def test_edge_of_stability_on_the_shared_runs_fires_only_where_sharpness_reaches_the_edge(labelled):
     for r in (r for r in labelled if r["source"] == "eos-browser"):
         run = foreshock.read(DATA / r["source"] / f"{r['run_file']}.gz")
@@ -263,6 +283,7 @@ def eos_run(seed: int) -> Run:
     (GrokkingDetector(), with_dips(acc_run(val_rise_at=7000, seed=3), at=(2000, 2100, 4000))),
     (EdgeOfStabilityDetector(), eos_run(0)),
     (EdgeOfStabilityDetector(window=1, threshold=0.8, release=0.5), eos_run(3)),
+    (EdgeOfStabilityDetector(threshold=0.7, release=0.4, preconditioned=True, beta1=0.1), eos_run(1)),
 ], ids=lambda x: type(x).__name__)
 def test_scan_gives_the_events_and_the_state_of_update(det, run):
     names = [n for n in det.metrics if n in run]
