@@ -59,6 +59,15 @@ def markdown(table: list[dict[str, object]]) -> str:
         span = f"{np.median(at):.3f} [{min(at):.3f}, {max(at):.3f}]" if at else "-"
         lines.append(f"| {key[0]} | {key[1]:g} | {len(at)}/{len(sel)} | {span} | {max(ok):.3f} |" if ok else
                      f"| {key[0]} | {key[1]:g} | {len(at)}/{len(sel)} | {span} | - |")
+    lines += ["", "Per peak LR (z_loss 0): runs that broke (diverged or NaN) out of those run, by arm. A peak near "
+                  "the threshold is where the two arms differ.", "",
+              "| peak lr | qk_norm off: broke | qk_norm on: broke |", "|---|---|---|"]
+    for peak in sorted({x["peak"] for x in table if x["z_loss"] == 0}):
+        cells = []
+        for qk in (False, True):
+            sel = [x for x in table if x["peak"] == peak and x["z_loss"] == 0 and x["qk_norm"] == qk]
+            cells.append(f"{sum(x['broke'] for x in sel)}/{len(sel)}" if sel else "-")
+        lines.append(f"| {peak:g} | {cells[0]} | {cells[1]} |")
     pairs = []  # the same peak, z_loss and seed, with and without qk_norm, both broken
     for x in table:
         if x["qk_norm"] or not x["broke"]:
