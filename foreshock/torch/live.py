@@ -498,9 +498,9 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     of kind ``forecast``, and the store's forecast table). Too few points (a fit needs 8 loss points
     after the first tenth of the steps seen) or a fit that fails leave the last forecast as it is; any other error turns the refresh off with a ``RuntimeWarning``, never stopping training.
     **Cost:** one refresh (30 bootstrap refits on at most 300 points, against 100 on 400 for
-    ``foreshock forecast``) took 0.64 s at 2,000 observed steps and 1.1 s at 20,000 (against 1.0 s
-    and 2.1 s with the defaults), on one CPU core of a busy 2-core machine, on the first steps of a
-    real 20,344-step modded-nanogpt run. The loop never waits for a fit, but a fit shares the
+    ``foreshock forecast``) took 0.33 s at 2,000 observed steps and 0.64 s at 20,000 (against 0.43 s
+    and 1.15 s with the defaults), on one CPU core of a shared 2-core machine, on the first steps of a
+    real 20,344-step modded-nanogpt run (``bench/results/forecast_live_cost.md``). The loop never waits for a fit, but a fit shares the
     process with it (the GIL, and a core where cores are few): on that machine a CPU model of 11-21
     ms a step ran 18-40% slower with a refresh every 500 steps (the defaults, ``flush_every=50``),
     fits then running a good part of the time. The cost follows the share of time a fit runs: with
