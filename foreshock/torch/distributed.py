@@ -50,7 +50,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["SUMSQ", "SUMSQ_DEN", "SUMSQ_NUM", "Piece", "RankReduction", "active_group", "column_ops", "combine",
-           "fingerprint", "local_pieces", "norms_from_sums"]
+           "fingerprint", "local_pieces", "norms_from_sums", "user_name"]
 
 # suffixes of the columns that hold squared norms, summed over the ranks (see the module docstring)
 SUMSQ, SUMSQ_NUM, SUMSQ_DEN = ":sumsq", ":sumsq_num", ":sumsq_den"
@@ -231,7 +231,7 @@ def local_pieces(model: torch.nn.Module) -> list[Piece]:
         else:
             found.append((name, p, None, orig.get(id(p), 1)))
     sharded = bool(flat) or any(shards > 1 for *_, shards in found)
-    return [Piece(_user_name(name), p, span, shards / world if sharded else None,
+    return [Piece(user_name(name), p, span, shards / world if sharded else None,
                   dtensor is not None and isinstance(p, dtensor)) for name, p, span, shards in found]
 
 
@@ -239,7 +239,8 @@ def _span(info: Any) -> tuple[int, int]:
     return (info.offset_in_shard, info.offset_in_shard + info.numel_in_shard) if info.in_shard else (0, 0)
 
 
-def _user_name(name: str) -> str:
+def user_name(name: str) -> str:
+    """A module or parameter name without the segments its wrappers add (FSDP1, checkpointing, compile)."""
     return ".".join(part for part in name.split(".") if part not in _WRAPPERS)
 
 

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from foreshock.torch.capture import layer_name
+from foreshock.torch.distributed import user_name
 
 __all__ = ["ACT_ROWS", "QUERY_SAMPLE", "Precursors", "find_attention", "find_blocks", "find_output_head"]
 
@@ -61,7 +62,8 @@ _LSE_CHUNK = 1 << 24  # logits per logsumexp chunk: bounds the float32 temporary
 
 
 def _unwrap(name: str) -> str:
-    return name.removeprefix("_orig_mod.")  # torch.compile's wrapper names no layer
+    # torch.compile, FSDP1 and activation checkpointing wrap modules: their wrappers name no layer
+    return user_name(name)
 
 
 def find_output_head(model: nn.Module) -> tuple[str, nn.Linear] | None:

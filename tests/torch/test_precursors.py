@@ -362,3 +362,21 @@ def test_other_precisions_are_reduced_at_float32_or_wider(dtype):
     sampled, _ = nanogpt_reference(seen["c_attn"][0][2].double())
     rel = 1e-12 if dtype == torch.float64 else 1e-2  # bfloat16: q . k is rounded to 8 bits before widening
     assert vector.tolist()[:3] == pytest.approx([top, lse, sampled], rel=rel)
+
+
+def test_wrapped_blocks_keep_the_names_of_the_model_they_wrap():
+    # activation checkpointing (and FSDP1, whose wrappers name modules the same way) inserts a module
+    # whose name is no layer of the user's: the metrics are named as for the bare model
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    bare = Precursors(TinyGPT())
+    want = bare.names
+    bare.remove()
+    gpt = TinyGPT()
+    for i, block in enumerate(gpt.transformer.h):
+        gpt.transformer.h[i] = checkpoint_wrapper(block)
+    wrapped = checkpoint_wrapper(gpt)  # the whole model too, as FSDP1 wraps its root
+    assert any(n.startswith("_checkpoint_wrapped_module.") for n, _ in wrapped.named_modules())
+    p = Precursors(wrapped)
+    assert p.names == want
+    p.remove()
