@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -10,9 +11,25 @@ from foreshock.detect.base import Detector
 from foreshock.events import Event
 from foreshock.run import Run, Series
 
-__all__ = ["SeriesMap", "as_arrays", "is_fresh", "merge_by_step", "step_by_step"]
+__all__ = ["SeriesMap", "as_arrays", "each_positive", "is_fresh", "merge_by_step", "step_by_step"]
 
 SeriesMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def each_positive(metrics: Sequence[str], step: int, values: Mapping[str, float],
+                  point: Callable[[str, int, float], Event | None]) -> list[Event]:
+    """``point(metric, step, x)`` for each of ``metrics`` present in ``values`` with a finite, positive
+    value (in ``metrics``' order); the events it returned. The update of detectors that work on the
+    log of a series, one series at a time."""
+    events: list[Event] = []
+    for metric in metrics:
+        if metric in values:
+            x = float(values[metric])
+            if math.isfinite(x) and x > 0:
+                event = point(metric, int(step), x)
+                if event is not None:
+                    events.append(event)
+    return events
 
 
 def as_arrays(series: SeriesMap, name: str) -> tuple[np.ndarray, np.ndarray]:

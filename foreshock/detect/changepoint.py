@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from foreshock.detect._scan import SeriesMap, as_arrays, merge_by_step
+from foreshock.detect._scan import SeriesMap, as_arrays, each_positive, merge_by_step
 from foreshock.detect.base import Detector
 from foreshock.detect.metadata import sign
 from foreshock.events import Event
@@ -130,15 +130,7 @@ class ChangePointDetector(Detector):
 
     # -- step by step -------------------------------------------------------------------------------
     def update(self, step: int, values: Mapping[str, float]) -> list[Event]:
-        events: list[Event] = []
-        for metric in self.metrics:
-            if metric in values:
-                x = float(values[metric])
-                if math.isfinite(x) and x > 0:
-                    event = self._point(metric, int(step), x)
-                    if event is not None:
-                        events.append(event)
-        return events
+        return each_positive(self.metrics, step, values, self._point)
 
     def _point(self, metric: str, step: int, x: float) -> Event | None:
         track = self._tracks.get(metric)

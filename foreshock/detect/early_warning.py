@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from foreshock.detect._scan import SeriesMap, as_arrays, is_fresh, merge_by_step, step_by_step
+from foreshock.detect._scan import SeriesMap, as_arrays, each_positive, is_fresh, merge_by_step, step_by_step
 from foreshock.detect.base import Detector
 from foreshock.events import SEVERITIES, Event, Severity
 from foreshock.series.ews import gaussian_residuals, indicator_rows, kendall_rows, kendall_tau
@@ -108,15 +108,7 @@ class EarlyWarningDetector(Detector):
 
     # -- step by step -------------------------------------------------------------------------------
     def update(self, step: int, values: Mapping[str, float]) -> list[Event]:
-        events: list[Event] = []
-        for metric in self.metrics:
-            if metric in values:
-                x = float(values[metric])
-                if math.isfinite(x) and x > 0:
-                    event = self._point(metric, int(step), x)
-                    if event is not None:
-                        events.append(event)
-        return events
+        return each_positive(self.metrics, step, values, self._point)
 
     @staticmethod
     def _new_track() -> dict[str, Any]:
