@@ -25,15 +25,11 @@ the loop and of the entropy hooks).
 
 from __future__ import annotations
 
-import argparse
 import csv
-import itertools
 import json
 import math
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +37,11 @@ import numpy as np
 import torch
 
 import foreshock
-from foreshock.lab.corpus import VOCAB, corpus_bytes, train_val_split
-from foreshock.lab.gpt import CHECK_EVERY, _windows, build, lm_loss, lr_table
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from update_overshoot import GRID, LAB_RUNS, lab_onset, onset, parse_run, run_name, short  # noqa: E402
+from update_overshoot import LAB_RUNS, LabLoop, cli, lab_onset, onset, run_name, short  # noqa: E402
 
 AFTER = 50  # crossings count from the step after this one
 BASE = 100  # the drops are relative to the run's own value at this step
@@ -82,70 +76,39 @@ def head_entropy(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 def train(config: dict[str, Any], every: int = 5) -> dict[str, Any]:
     """Train as ``fit`` does and measure the attention entropy every ``every`` steps; the per-step records."""
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
-    torch.set_num_threads(1)
-    model, optimizer = build(config)
-    seq, batch, steps = int(config["seq_len"]), int(config["batch"]), int(config["steps"])
-    train_data = torch.from_numpy(np.array(train_val_split(corpus_bytes(int(config["corpus_bytes"])))[0]))
-    offsets = torch.arange(seq + 1)
-    gen = torch.Generator(device="cpu").manual_seed(int(config["seed"]))
-    lrs = lr_table(config)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config["precision"] == "bf16")
-    ceiling, patience = math.log(VOCAB), int(config["patience"])
+    measure = {"cpu": 0.0}
+    current: list[torch.Tensor] = []
+    handles: list[Any] = []
 
-    depth = len(model.blocks)
-    measure = {"on": False, "cpu": 0.0}
-    current: list[torch.Tensor | None] = [None] * depth
+    def attach(model: torch.nn.Module) -> None:
+        current.extend([torch.empty(0)] * len(model.blocks))
+        for i, block in enumerate(model.blocks):
+            handles.append(block.attn.c_attn.register_forward_hook(hook_for(i, block.attn.n_head)))
 
     def hook_for(layer: int, heads: int):
         def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            if measure["on"]:
+            if loop.active["on"]:
                 c0 = time.process_time()
                 with torch.no_grad():
                     current[layer] = head_entropy(output.detach(), heads)
                 measure["cpu"] += time.process_time() - c0
         return hook
 
-    handles = [block.attn.c_attn.register_forward_hook(hook_for(i, block.attn.n_head))
-               for i, block in enumerate(model.blocks)]
+    loop = LabLoop(config, every, on_model=attach)
     rows: list[tuple[int, float, float, list[float]]] = []
-    above, stopped = 0, "finished"
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
-        for t in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = float(lrs[t])
-            starts = torch.randint(0, len(train_data) - seq - 1, (batch,), generator=gen)
-            x, y = _windows(train_data, starts, offsets)
-            measure["on"] = t % every == 0
-            with autocast:
-                logits = model(x)
-            measure["on"] = False
-            ce, objective = lm_loss(logits, y, float(config["z_loss"]))
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            loss = float(ce.detach())
-            if t % every == 0:
-                per_layer = torch.stack([e for e in current if e is not None])  # (depth, heads)
+        for t, lr, loss, _model, _x, _y, measured in loop:
+            if measured:
+                per_layer = torch.stack(current)  # (depth, heads)
                 ent = [float(per_layer.min()), float(per_layer.mean())] + [float(v) for v in per_layer.min(dim=1).values]
             else:
-                ent = [math.nan] * (2 + depth)
-            rows.append((t, float(lrs[t]), loss, ent))
-            above = above + 1 if not loss <= ceiling else 0  # NaN counts as above
-            if stopped == "finished":
-                if not math.isfinite(loss):
-                    stopped = "nonfinite"
-                elif above >= patience:
-                    stopped = "above_start"
-            if stopped != "finished" and (t + 1) % CHECK_EVERY == 0:  # fit reads the losses every CHECK_EVERY steps
-                break
+                ent = [math.nan] * (2 + len(current))
+            rows.append((t, lr, loss, ent))
     finally:
         for h in handles:
             h.remove()
-    return {"rows": rows, "stopped": stopped, "cpu_s": time.process_time() - cpu0,
-            "wall_s": time.perf_counter() - wall0, "entropy_cpu_s": measure["cpu"], "every": every, "depth": depth}
+    return {"rows": rows, "stopped": loop.stopped, "cpu_s": loop.cpu_s, "wall_s": loop.wall_s,
+            "entropy_cpu_s": measure["cpu"], "every": every, "depth": len(current)}
 
 
 def write_run(config: dict[str, Any], every: int, out: Path) -> Path:
@@ -322,35 +285,7 @@ def report(out: Path) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder of the per-run CSVs")
-    ap.add_argument("--run", help="one run: knob=value pairs, e.g. lr=0.5,qk_norm=false,seed=0")
-    ap.add_argument("--grid", action="store_true", help="run the whole grid, each run in its own process")
-    ap.add_argument("--jobs", type=int, default=2, help="processes at once with --grid")
-    ap.add_argument("--every", type=int, default=5, help="measure the entropy every this many steps")
-    ap.add_argument("--report", type=Path, help="write the tables of the runs in --out here (markdown)")
-    args = ap.parse_args()
-    if args.run:
-        print(write_run(parse_run(args.run), args.every, args.out))
-    if args.grid:
-        specs = [f"lr={lr},qk_norm={str(qk).lower()},seed={seed}"
-                 for lr, qk, seed in itertools.product(*GRID.values())]
-
-        def one(spec: str) -> int:
-            cmd = [sys.executable, __file__, "--out", str(args.out), "--run", spec, "--every", str(args.every)]
-            done = subprocess.run(cmd, check=False)
-            print(spec, "exit", done.returncode, flush=True)
-            return done.returncode
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            codes = list(pool.map(one, specs))
-        if any(codes):
-            return 1
-    if args.report:
-        text = report(args.out)
-        print(text)
-        args.report.write_text(text)
-    return 0
+    return cli(__doc__, __file__, write_run, report, every=5, what="entropy")
 
 
 if __name__ == "__main__":

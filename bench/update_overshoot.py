@@ -86,50 +86,80 @@ def parse_run(text: str) -> dict[str, Any]:
     return config
 
 
+class LabLoop:
+    """The lab's gpt-instability training, step by step, exactly as ``foreshock.lab.gpt.fit`` trains it
+    (same batches, same stop rule), without ``foreshock.watch`` and the validation passes.
+
+    Iterating yields ``(t, lr, loss, model, x, y, measured)`` after each ``optimizer.step()``, where
+    ``measured`` is ``t % every == 0``; ``active["on"]`` is that flag during the step's forward pass only
+    (for forward hooks that measure), and ``on_model`` is called with the model before the first step.
+    After the loop, ``stopped`` says why it ended and ``cpu_s`` / ``wall_s`` what it cost.
+    """
+
+    def __init__(self, config: dict[str, Any], every: int, on_model: Any = None):
+        if every < 1:
+            raise ValueError(f"--every must be >= 1, got {every}")
+        self.config, self.every, self.on_model = config, every, on_model
+        self.active = {"on": False}
+        self.stopped, self.cpu_s, self.wall_s = "finished", 0.0, 0.0
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config["precision"] == "bf16")
+
+    def __iter__(self) -> Any:
+        config = self.config
+        torch.set_num_threads(1)
+        model, optimizer = build(config)
+        if self.on_model is not None:
+            self.on_model(model)
+        seq, batch, steps = int(config["seq_len"]), int(config["batch"]), int(config["steps"])
+        train_data = torch.from_numpy(np.array(train_val_split(corpus_bytes(int(config["corpus_bytes"])))[0]))
+        offsets = torch.arange(seq + 1)
+        gen = torch.Generator(device="cpu").manual_seed(int(config["seed"]))
+        lrs = lr_table(config)
+        ceiling, patience = math.log(VOCAB), int(config["patience"])
+        above = 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for t in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = float(lrs[t])
+            starts = torch.randint(0, len(train_data) - seq - 1, (batch,), generator=gen)
+            x, y = _windows(train_data, starts, offsets)
+            measured = t % self.every == 0
+            self.active["on"] = measured
+            with self.autocast:
+                logits = model(x)
+            self.active["on"] = False
+            ce, objective = lm_loss(logits, y, float(config["z_loss"]))
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            loss = float(ce.detach())
+            yield t, float(lrs[t]), loss, model, x, y, measured
+            above = above + 1 if not loss <= ceiling else 0  # NaN counts as above
+            if self.stopped == "finished":
+                if not math.isfinite(loss):
+                    self.stopped = "nonfinite"
+                elif above >= patience:
+                    self.stopped = "above_start"
+            if self.stopped != "finished" and (t + 1) % CHECK_EVERY == 0:  # fit reads the losses every CHECK_EVERY steps
+                break
+        self.cpu_s, self.wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+
+
 def train(config: dict[str, Any], every: int = 1) -> dict[str, Any]:
     """Train as ``fit`` does and measure the overshoot every ``every`` steps; the per-step records."""
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
-    torch.set_num_threads(1)
-    model, optimizer = build(config)
-    seq, batch, steps = int(config["seq_len"]), int(config["batch"]), int(config["steps"])
-    train_data = torch.from_numpy(np.array(train_val_split(corpus_bytes(int(config["corpus_bytes"])))[0]))
-    offsets = torch.arange(seq + 1)
-    gen = torch.Generator(device="cpu").manual_seed(int(config["seed"]))
-    lrs = lr_table(config)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config["precision"] == "bf16")
-    ceiling, patience = math.log(VOCAB), int(config["patience"])
+    loop = LabLoop(config, every)
     rows: list[tuple[int, float, float, float]] = []
-    above, stopped, extra_cpu = 0, "finished", 0.0
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for t in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = float(lrs[t])
-        starts = torch.randint(0, len(train_data) - seq - 1, (batch,), generator=gen)
-        x, y = _windows(train_data, starts, offsets)
-        with autocast:
-            logits = model(x)
-        ce, objective = lm_loss(logits, y, float(config["z_loss"]))
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        loss, after = float(ce.detach()), math.nan
-        if t % every == 0:
+    extra_cpu = 0.0
+    for t, lr, loss, model, x, y, measured in loop:
+        after = math.nan
+        if measured:
             c0 = time.process_time()
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), loop.autocast:
                 after = float(lm_loss(model(x), y)[0])
             extra_cpu += time.process_time() - c0
-        rows.append((t, float(lrs[t]), loss, after))
-        above = above + 1 if not loss <= ceiling else 0  # NaN counts as above
-        if stopped == "finished":
-            if not math.isfinite(loss):
-                stopped = "nonfinite"
-            elif above >= patience:
-                stopped = "above_start"
-        if stopped != "finished" and (t + 1) % CHECK_EVERY == 0:  # fit reads the losses every CHECK_EVERY steps
-            break
-    return {"rows": rows, "stopped": stopped, "cpu_s": time.process_time() - cpu0,
-            "wall_s": time.perf_counter() - wall0, "extra_cpu_s": extra_cpu, "every": every}
+        rows.append((t, lr, loss, after))
+    return {"rows": rows, "stopped": loop.stopped, "cpu_s": loop.cpu_s, "wall_s": loop.wall_s,
+            "extra_cpu_s": extra_cpu, "every": every}
 
 
 def write_run(config: dict[str, Any], every: int, out: Path) -> Path:
@@ -311,14 +341,15 @@ def short(r: dict[str, Any]) -> str:
     return f"{c['lr']:g}/{'qk' if c['qk_norm'] else 'noqk'}/s{c['seed']}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cli(doc: str, script: str, write_run: Any, report: Any, every: int, what: str) -> int:
+    """The command line of a study of the lab loop (this one's, and others' built on :class:`LabLoop`)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder of the per-run CSVs")
     ap.add_argument("--run", help="one run: knob=value pairs, e.g. lr=0.5,qk_norm=false,seed=0")
     ap.add_argument("--grid", action="store_true", help="run the whole grid, each run in its own process")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once with --grid")
-    ap.add_argument("--every", type=int, default=1, help="measure the overshoot every this many steps")
-    ap.add_argument("--report", type=Path, help="write the table of the runs in --out here (markdown)")
+    ap.add_argument("--every", type=int, default=every, help=f"measure the {what} every this many steps")
+    ap.add_argument("--report", type=Path, help="write the tables of the runs in --out here (markdown)")
     args = ap.parse_args()
     if args.run:
         print(write_run(parse_run(args.run), args.every, args.out))
@@ -327,7 +358,7 @@ def main() -> int:
                  for lr, qk, seed in itertools.product(*GRID.values())]
 
         def one(spec: str) -> int:
-            cmd = [sys.executable, __file__, "--out", str(args.out), "--run", spec, "--every", str(args.every)]
+            cmd = [sys.executable, script, "--out", str(args.out), "--run", spec, "--every", str(args.every)]
             done = subprocess.run(cmd, check=False)
             print(spec, "exit", done.returncode, flush=True)
             return done.returncode
@@ -341,6 +372,10 @@ def main() -> int:
         print(text)
         args.report.write_text(text)
     return 0
+
+
+def main() -> int:
+    return cli(__doc__, __file__, write_run, report, every=1, what="overshoot")
 
 
 if __name__ == "__main__":
