@@ -200,8 +200,22 @@ def detector_classes() -> tuple[list[type[Detector]], list[str]]:
     return sorted(found, key=lambda c: (c.__module__, c.__name__)), notes
 
 
+_DEFAULT_EVENTS: dict[int, list[Event]] = {}  # id(run) -> its default-set events (runs live as long as this)
+
+
+def default_events(run: foreshock.Run) -> list[Event]:
+    """The default set's events on ``run``, replayed once and shared by every contestant built on them."""
+    if id(run) not in _DEFAULT_EVENTS:
+        _DEFAULT_EVENTS[id(run)] = replay(run, default_detectors())
+    return _DEFAULT_EVENTS[id(run)]
+
+
 def foreshock_warned(run: foreshock.Run, detectors: Sequence[Detector]) -> Warned:
-    events: list[Event] = [e for e in replay(run, list(detectors)) if severity_rank(e.severity) >= WARNING]
+    return warned_by(replay(run, list(detectors)))
+
+
+def warned_by(all_events: Sequence[Event]) -> Warned:
+    events = [e for e in all_events if severity_rank(e.severity) >= WARNING]
     if not events:
         return Warned()
     e = min(events, key=lambda e: e.step)
@@ -214,7 +228,7 @@ def health_warned(run: foreshock.Run) -> Warned:
     """The steps at which the run's health (``foreshock.detect.Health``, fed the default set's events)
     left ``healthy``: its ``watch`` state, earned by info early warnings of two independent families,
     is scored like a warning here, to measure whether it has earned one."""
-    events = replay(run, default_detectors())
+    events = default_events(run)
     last = max((int(s.steps[-1]) for s in run.metrics.values() if len(s.steps)), default=None)
     moved = [c for c in health_timeline(events, last_step=last) if c.previous == "healthy"]
     if not moved:
@@ -236,7 +250,7 @@ def grokking_target(labelled: Sequence[Labelled], runs: dict[str, foreshock.Run]
         vs, va = run.series("val/acc")
         hit = np.flatnonzero(va >= 0.9)
         t90 = int(vs[hit[0]]) if len(hit) else None
-        fired = min((e.step for e in replay(run, default_detectors()) if e.kind == "grokking"), default=None)
+        fired = min((e.step for e in default_events(run) if e.kind == "grokking"), default=None)
         rows.append({"run": lab.name, "reported": fired, "val_acc_0.9": t90,
                      "before": fired is not None and t90 is not None and fired < t90})
     return {"n": len(rows), "before": sum(r["before"] for r in rows),
@@ -310,7 +324,7 @@ def contestants(classes: Sequence[type[Detector]], peers: dict[str, dict[str, di
                 ) -> list[Contestant]:
     defaults = ", ".join(type(d).__name__ for d in default_detectors())
     out = [Contestant("foreshock default set", "foreshock", f"default_detectors(): {defaults}",
-                      lambda run, lab: foreshock_warned(run, default_detectors())),
+                      lambda run, lab: warned_by(default_events(run))),
            Contestant("foreshock health (watch or worse)", "foreshock",
                       "the run's health from the default set's events, any state but healthy",
                       lambda run, lab: health_warned(run))]
