@@ -15,7 +15,9 @@ If the first is at or below the second, then at the moment a warning was due the
 that the same model, same recipe, is known to train through for that long. A detector that warns
 there must tell the two apart from the run's state alone (weights, optimiser moments, its loss and
 internals so far), not from the LR: the LR says "safe". That is the hard part of the lab target
-(>= 90% warned with a median lead >= 100 steps), counted here run by run.
+(>= 90% warned with a median lead >= 100 steps), counted here run by run. Beside each break stands
+what foreshock did on it, read from the truth benchmark's per-run outcomes (``--truth``, written by
+``python bench/truth.py``): the default set's first warning and the health's first step off healthy.
 
     python bench/lead_ceiling.py --out bench/results/lead_ceiling.md
 """
@@ -32,6 +34,8 @@ import foreshock
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "lab_runs"
+TRUTH = HERE / "results" / "truth.json"
+CONTESTANTS = ("foreshock default set", "foreshock health (watch or worse)")
 BREAKS = ("divergence", "nan", "spike")
 
 
@@ -41,6 +45,15 @@ def held_lr(lrs: np.ndarray, n: int) -> float:
         return float("nan")
     windows = np.lib.stride_tricks.sliding_window_view(lrs, n)
     return float(np.max(np.min(windows, axis=1)))
+
+
+def outcomes(truth: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """contestant -> run name -> the truth benchmark's outcome (``first_warning``, ``lead``, ...)."""
+    if not truth.exists():
+        return {}
+    contestants = json.loads(truth.read_text())["datasets"]["lab"]["contestants"]
+    return {c: {o["run"].split("/", 1)[1]: o for o in contestants[c]["outcomes"]}
+            for c in CONTESTANTS if c in contestants}
 
 
 def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, str]]]:
@@ -77,7 +90,22 @@ def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, s
     return out, safe
 
 
-def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str) -> str:
+def where(x: dict[str, object]) -> str:
+    return ("before step 0" if x["before_start"] else "at a safe LR" if x["at_safe_lr"]
+            else "above every healthy run's LR")
+
+
+def _lead(o: dict[str, object] | None) -> str:
+    if o is None:
+        return "-"
+    if o.get("first_warning") is None:
+        return "none"
+    kind = (o.get("first") or {}).get("kind", "?")
+    return f"{o['first_warning']} ({o['lead']:+d}, {kind})"
+
+
+def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
+             seen: dict[str, dict[str, dict[str, object]]]) -> str:
     n = len(rows)
     start = sum(bool(x["before_start"]) for x in rows)
     at_safe = sum(bool(x["at_safe_lr"]) for x in rows)
@@ -98,14 +126,32 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str)
     ]
     for arm, (h, run) in sorted(safe.items()):
         lines.append(f"| {arm} | {h:.3f} | {run} |")
-    lines += ["", f"| run | label | onset | LR at onset | LR at onset - {lead} | healthy ceiling of its arm | where the warning was due |",
-              "|---|---|---|---|---|---|---|"]
+    default, health = (seen.get(c, {}) for c in CONTESTANTS)
+    lines += ["", f"| run | label | onset | LR at onset | LR at onset - {lead} | healthy ceiling of its arm | "
+              "where the warning was due | default set: first warning (lead) | health: first step off healthy (lead) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
-        where = ("before step 0" if x["before_start"] else "at a safe LR" if x["at_safe_lr"]
-                 else "above every healthy run's LR")
         ceiling = "-" if np.isnan(x["safe"]) else f"{x['safe']:.3f}"
         lr_due = "-" if x["lr_due"] is None else f"{x['lr_due']:.3f}"
-        lines.append(f"| {x['run']} | {x['event']} | {x['onset']} | {x['lr_onset']:.3f} | {lr_due} | {ceiling} | {where} |")
+        lines.append(f"| {x['run']} | {x['event']} | {x['onset']} | {x['lr_onset']:.3f} | {lr_due} | {ceiling} | "
+                     f"{where(x)} | {_lead(default.get(x['run']))} | {_lead(health.get(x['run']))} |")
+    if seen:
+        lines += ["", f"By where the warning was due: runs warned at or before the onset, and warned {lead}+ steps "
+                  "ahead, by foreshock's default set and its health.", "",
+                  f"| where the {lead}-step warning was due | runs | default: warned | default: {lead}+ ahead | "
+                  f"default: lead median | health: warned | health: {lead}+ ahead | health: lead median |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for w in ("before step 0", "at a safe LR", "above every healthy run's LR", "all"):
+            sel = [x for x in rows if w == "all" or where(x) == w]
+            if not sel:
+                continue
+            cells = []
+            for got in (default, health):
+                ls = [got[x["run"]]["lead"] for x in sel
+                      if x["run"] in got and got[x["run"]].get("lead") is not None and got[x["run"]]["lead"] >= 0]
+                cells += [f"{len(ls)}/{len(sel)}", f"{sum(v >= lead for v in ls)}/{len(sel)}",
+                          f"{np.median(ls):.0f}" if ls else "-"]
+            lines.append(f"| {w} | {len(sel)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"**{hard}/{n}** breaks had their {lead}-step warning due before the run started ({start}) or at an LR a "
@@ -114,6 +160,11 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str)
         f"state alone, {lead} steps ahead, while the LR reads safe. Besides, the same recipe at the same LR splits "
         "by seed (lr 0.27 with qk_norm: 3 spiked, 1 trained; lr 0.29: 2 diverged, 2 spiked; see "
         "`gpt_lr_threshold.md`), so a state-only warning that far ahead has to predict which seed breaks.",
+        "",
+        "Where the LR is held above every healthy run's (the runs held 900 steps at 0.26 without qk_norm and "
+        "0.28 with it, and the late breaks of the 0.27-0.29 ramps), the run usually spikes and recovers, or its "
+        "loss climbs and falls back, for a while before the loss stays up for good: the first warning there is "
+        "that spike or climb, and the lead counts the steps until the labelled onset.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -121,12 +172,13 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lead", type=int, default=100, help="the lead asked for, in steps")
+    ap.add_argument("--truth", type=Path, default=TRUTH, help="the truth benchmark's json (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write the markdown report here")
     args = ap.parse_args()
     command = "python bench/lead_ceiling.py" + (f" --lead {args.lead}" if args.lead != 100 else "") + \
         (f" --out {args.out}" if args.out else "")
     rows, safe = table(args.lead)
-    text = markdown(rows, safe, args.lead, command)
+    text = markdown(rows, safe, args.lead, command, outcomes(args.truth))
     if args.out:
         args.out.write_text(text)
     print(text)
