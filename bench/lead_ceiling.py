@@ -40,7 +40,7 @@ BREAKS = ("divergence", "nan", "spike")
 
 
 def held_lr(lrs: np.ndarray, n: int) -> float:
-    """The highest LR a run stayed at or above for ``n`` consecutive logged points."""
+    """The highest LR a run stayed at or above for ``n`` consecutive logged points (the lab logs every step)."""
     if len(lrs) < n:
         return float("nan")
     windows = np.lib.stride_tricks.sliding_window_view(lrs, n)
@@ -65,9 +65,8 @@ def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, s
         run = foreshock.read(RUNS / "gpt-instability" / f"{r['run']}.csv.gz")
         steps, lrs = run.series("opt/lr")
         cfg = r["config"]
-        runs.append({"run": r["run"], "arm": bool(cfg["qk_norm"]), "peak": cfg["lr"],
-                     "warmup": cfg["warmup"], "event": r["label"]["event"], "onset": r["label"]["onset_step"],
-                     "steps": steps, "lrs": lrs})
+        runs.append({"run": r["run"], "arm": bool(cfg["qk_norm"]), "event": r["label"]["event"],
+                     "onset": r["label"]["onset_step"], "steps": steps, "lrs": lrs})
     safe: dict[bool, tuple[float, str]] = {}
     for x in runs:
         if x["event"] == "none":
