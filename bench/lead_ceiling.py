@@ -82,7 +82,7 @@ def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, s
         lr_on = float(x["lrs"][np.searchsorted(x["steps"], x["onset"])])
         ceiling = safe.get(x["arm"], (float("nan"), ""))[0]
         out.append({"run": x["run"], "arm": x["arm"], "event": x["event"], "onset": x["onset"], "due": due,
-                    "lr_due": lr_due, "lr_onset": lr_on, "safe": ceiling,
+                    "lr_due": lr_due, "lr_onset": lr_on, "safe": ceiling, "steps": x["steps"], "lrs": x["lrs"],
                     "before_start": due < 0,
                     "at_safe_lr": lr_due is not None and lr_due <= ceiling})
     out.sort(key=lambda x: (x["arm"], x["run"]))
@@ -101,6 +101,14 @@ def _lead(o: dict[str, object] | None) -> str:
         return "none"
     kind = (o.get("first") or {}).get("kind", "?")
     return f"{o['first_warning']} ({o['lead']:+d}, {kind})"
+
+
+def headroom(x: dict[str, object], o: dict[str, object] | None) -> float | None:
+    """1 - (LR at the first warning) / (LR at the onset), for a run warned at or before its onset."""
+    if o is None or o.get("lead") is None or o["lead"] < 0:
+        return None
+    lr = float(x["lrs"][np.searchsorted(x["steps"], o["first_warning"])])
+    return 1.0 - lr / float(x["lr_onset"])
 
 
 def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
@@ -136,10 +144,13 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
                      f"{where(x)} | {_lead(default.get(x['run']))} | {_lead(health.get(x['run']))} |")
     if seen:
         lines += ["", f"By where the warning was due: runs warned at or before the onset, and warned {lead}+ steps "
-                  "ahead, by foreshock's default set and its health.", "",
+                  "ahead, by foreshock's default set and its health. *LR headroom*: 1 - (LR at the first warning) / "
+                  "(LR at the onset), over the runs warned at or before the onset: how far below the LR that broke "
+                  "the run the warning came (0 when the LR was already held at its peak).", "",
                   f"| where the {lead}-step warning was due | runs | default: warned | default: {lead}+ ahead | "
-                  f"default: lead median | health: warned | health: {lead}+ ahead | health: lead median |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"default: lead median | default: LR headroom median | health: warned | health: {lead}+ ahead | "
+                  "health: lead median | health: LR headroom median |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for w in ("before step 0", "at a safe LR", "above every healthy run's LR", "all"):
             sel = [x for x in rows if w == "all" or where(x) == w]
             if not sel:
@@ -148,8 +159,9 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
             for got in (default, health):
                 ls = [got[x["run"]]["lead"] for x in sel
                       if x["run"] in got and got[x["run"]].get("lead") is not None and got[x["run"]]["lead"] >= 0]
+                room = [h for x in sel if (h := headroom(x, got.get(x["run"]))) is not None]
                 cells += [f"{len(ls)}/{len(sel)}", f"{sum(v >= lead for v in ls)}/{len(sel)}",
-                          f"{np.median(ls):.0f}" if ls else "-"]
+                          f"{np.median(ls):.0f}" if ls else "-", f"{np.median(room):.1%}" if room else "-"]
             lines.append(f"| {w} | {len(sel)} | " + " | ".join(cells) + " |")
     lines += [
         "",
