@@ -56,15 +56,19 @@ def outcomes(truth: Path) -> dict[str, dict[str, dict[str, object]]]:
             for c in CONTESTANTS if c in contestants}
 
 
-def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, str]]]:
+def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, str]], list[str]]:
     index = json.loads((RUNS / "runs.json").read_text())
     runs = []
+    recipes: dict[str, list[str]] = {}
     for r in index["runs"]:
         if r["workload"] != "gpt-instability":
             continue
         run = foreshock.read(RUNS / "gpt-instability" / f"{r['run']}.csv.gz")
         steps, lrs = run.series("opt/lr")
         cfg = r["config"]
+        recipe = (f"lr {cfg['lr']:g}, qk_norm {str(cfg['qk_norm']).lower()}, z_loss {cfg['z_loss']:g}, "
+                  f"warmup {cfg['warmup']}, {cfg['steps']} steps")
+        recipes.setdefault(recipe, []).append(r["label"]["event"])
         runs.append({"run": r["run"], "arm": bool(cfg["qk_norm"]), "event": r["label"]["event"],
                      "onset": r["label"]["onset_step"], "steps": steps, "lrs": lrs})
     safe: dict[bool, tuple[float, str]] = {}
@@ -86,7 +90,9 @@ def table(lead: int) -> tuple[list[dict[str, object]], dict[bool, tuple[float, s
                     "before_start": due < 0,
                     "at_safe_lr": lr_due is not None and lr_due <= ceiling})
     out.sort(key=lambda x: (x["arm"], x["run"]))
-    return out, safe
+    splits = [f"{recipe}: " + ", ".join(f"{events.count(e)} {e}" for e in sorted(set(events)))
+              for recipe, events in sorted(recipes.items()) if len(set(events)) > 1]
+    return out, safe, splits
 
 
 def where(x: dict[str, object]) -> str:
@@ -111,13 +117,15 @@ def headroom(x: dict[str, object], o: dict[str, object] | None) -> float | None:
     return 1.0 - lr / float(x["lr_onset"])
 
 
-def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
+def markdown(rows: list[dict[str, object]], safe: dict, splits: list[str], lead: int, command: str,
              seen: dict[str, dict[str, dict[str, object]]]) -> str:
     n = len(rows)
     start = sum(bool(x["before_start"]) for x in rows)
     at_safe = sum(bool(x["at_safe_lr"]) for x in rows)
     hard = start + at_safe
     need = int(np.ceil(0.9 * n))
+    above = [x for x in rows if where(x) == "above every healthy run's LR"]
+    flat = sum(x["lr_due"] == x["lr_onset"] for x in above)
     lines = [
         f"# Lead ceiling: where each lab break stood {lead} steps before its onset",
         "",
@@ -168,12 +176,11 @@ def markdown(rows: list[dict[str, object]], safe: dict, lead: int, command: str,
         f"**{hard}/{n}** breaks had their {lead}-step warning due before the run started ({start}) or at an LR a "
         f"healthy run of the same arm trains through ({at_safe}). The target asks for {need}/{n} warned, so at "
         f"least {max(0, need - (n - hard))} of these {hard} must be told apart from the healthy runs by the run's "
-        f"state alone, {lead} steps ahead, while the LR reads safe. Besides, the same recipe at the same LR splits "
-        "by seed (lr 0.27 with qk_norm: 3 spiked, 1 trained; lr 0.29: 2 diverged, 2 spiked; see "
-        "`gpt_lr_threshold.md`), so a state-only warning that far ahead has to predict which seed breaks.",
+        f"state alone, {lead} steps ahead, while the LR reads safe. Besides, the same recipe splits by seed "
+        f"({'; '.join(splits)}), so a state-only warning that far ahead has to predict which seed breaks.",
         "",
-        "Where the LR is held above every healthy run's (the runs held 900 steps at 0.26 without qk_norm and "
-        "0.28 with it, and the late breaks of the 0.27-0.29 ramps), the run usually spikes and recovers, or its "
+        f"Where the warning was due above every healthy run's LR ({len(above)} breaks, {flat} of them at an LR "
+        f"held flat over the last {lead} steps before the onset), the run usually spikes and recovers, or its "
         "loss climbs and falls back, for a while before the loss stays up for good: the first warning there is "
         "that spike or climb, and the lead counts the steps until the labelled onset.",
     ]
@@ -188,8 +195,8 @@ def main() -> None:
     args = ap.parse_args()
     command = "python bench/lead_ceiling.py" + (f" --lead {args.lead}" if args.lead != 100 else "") + \
         (f" --out {args.out}" if args.out else "")
-    rows, safe = table(args.lead)
-    text = markdown(rows, safe, args.lead, command, outcomes(args.truth))
+    rows, safe, splits = table(args.lead)
+    text = markdown(rows, safe, splits, args.lead, command, outcomes(args.truth))
     if args.out:
         args.out.write_text(text)
     print(text)
