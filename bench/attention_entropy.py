@@ -41,7 +41,7 @@ import foreshock
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from update_overshoot import LAB_RUNS, LabLoop, cli, lab_onset, onset, run_name, short  # noqa: E402
+from update_overshoot import LAB_RUNS, LabLoop, cli, lab_onset, onset, save_run, short  # noqa: E402
 
 AFTER = 50  # crossings count from the step after this one
 BASE = 100  # the drops are relative to the run's own value at this step
@@ -113,17 +113,13 @@ def train(config: dict[str, Any], every: int = 5) -> dict[str, Any]:
 
 def write_run(config: dict[str, Any], every: int, out: Path) -> Path:
     result = train(config, every)
-    out.mkdir(parents=True, exist_ok=True)
-    name = run_name(config)
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "lr", "loss", "min", "mean"] + [f"min_l{i}" for i in range(result["depth"])])
-        for t, lr, loss, ent in result["rows"]:
-            w.writerow([t, f"{lr:.6g}", repr(loss)] + ["" if math.isnan(v) else repr(v) for v in ent])
-    meta = {k: v for k, v in result.items() if k != "rows"}
-    (out / f"{name}.json").write_text(json.dumps({"config": config, **meta, "steps_run": len(result["rows"])},
-                                                 indent=1))
-    return out / f"{name}.csv"
+
+    def cells(row: tuple[int, float, float, list[float]]) -> list[Any]:
+        t, lr, loss, ent = row
+        return [t, f"{lr:.6g}", repr(loss)] + ["" if math.isnan(v) else repr(v) for v in ent]
+
+    header = ["step", "lr", "loss", "min", "mean"] + [f"min_l{i}" for i in range(result["depth"])]
+    return save_run(config, result, header, cells, out)
 
 
 def read_run(path: Path) -> dict[str, np.ndarray]:

@@ -162,19 +162,28 @@ def train(config: dict[str, Any], every: int = 1) -> dict[str, Any]:
             "extra_cpu_s": extra_cpu, "every": every}
 
 
-def write_run(config: dict[str, Any], every: int, out: Path) -> Path:
-    result = train(config, every)
+def save_run(config: dict[str, Any], result: dict[str, Any], header: list[str], cells: Any, out: Path) -> Path:
+    """Write one trained run: ``<name>.csv`` (``header``, then ``cells(row)`` per row) and ``<name>.json``
+    (the config and the rest of ``result``)."""
     out.mkdir(parents=True, exist_ok=True)
     name = run_name(config)
     with open(out / f"{name}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "lr", "loss", "loss_after", "overshoot"])
-        for t, lr, loss, after in result["rows"]:
-            w.writerow([t, f"{lr:.6g}", repr(loss), repr(after), repr((after - loss) / loss)])
+        w.writerow(header)
+        for row in result["rows"]:
+            w.writerow(cells(row))
     meta = {k: v for k, v in result.items() if k != "rows"}
     (out / f"{name}.json").write_text(json.dumps({"config": config, **meta, "steps_run": len(result["rows"])},
                                                  indent=1))
     return out / f"{name}.csv"
+
+
+def write_run(config: dict[str, Any], every: int, out: Path) -> Path:
+    def cells(row: tuple[int, float, float, float]) -> list[Any]:
+        t, lr, loss, after = row
+        return [t, f"{lr:.6g}", repr(loss), repr(after), repr((after - loss) / loss)]
+
+    return save_run(config, train(config, every), ["step", "lr", "loss", "loss_after", "overshoot"], cells, out)
 
 
 def read_run(path: Path) -> dict[str, np.ndarray]:
