@@ -65,24 +65,24 @@ def _label(law: str, how: str) -> str:
             "reference": f"{law} + reference"}[how]
 
 
-def modded_runs() -> list[str]:
-    """Track-1 records with per-step training loss and an LR multiplier, in date order."""
+def _runs_with(folder: Path, pattern: str, min_points: int, lr_metric: str) -> list[str]:
+    """The runs ``folder/pattern`` with ``min_points``+ training-loss points and ``lr_metric`` logged, by name."""
     out = []
-    for path in sorted(MODDED.glob("t1_short__*.csv.gz")):
+    for path in sorted(folder.glob(pattern)):
         run = foreshock.read(path)
-        if "train/loss" in run and len(run["train/loss"]) >= 1000 and "opt/lr_mult" in run.names:
+        if "train/loss" in run and len(run["train/loss"]) >= min_points and lr_metric in run.names:
             out.append(path.name.removesuffix(".csv.gz"))
     return out
+
+
+def modded_runs() -> list[str]:
+    """Track-1 records with per-step training loss and an LR multiplier, in date order."""
+    return _runs_with(MODDED, "t1_short__*.csv.gz", 1000, "opt/lr_mult")
 
 
 def hf_runs() -> list[str]:
     """Fine-tunes with 100+ training-loss points and a logged LR."""
-    out = []
-    for path in sorted(HF.glob("*.csv.gz")):
-        run = foreshock.read(path)
-        if "train/loss" in run and len(run["train/loss"]) >= 100 and "opt/lr" in run.names:
-            out.append(path.name.removesuffix(".csv.gz"))
-    return out
+    return _runs_with(HF, "*.csv.gz", 100, "opt/lr")
 
 
 def _reference_name(dataset: str, name: str, runs: list[str]) -> str:
